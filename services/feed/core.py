@@ -1,0 +1,93 @@
+"""Pure feed logic: deterministic tick ids, tick messages from recorded rows, event-time clock.
+
+Tick ids are assigned by the feed, not by Redis: ``<ms>-<seq>`` from the tick's receive time, so
+a replay of the same session always yields the same ids, and every downstream ``msg_id`` derived
+from them is the same too. Clock messages are interleaved at every ``interval_ms`` boundary of
+event time, so time rules (candle close, square-off) fire even when no tick arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from shared.messages import Clock, Message, SessionEnd, Tick, make_msg_id
+from shared.types import round_to_tick
+
+NS_PER_MS = 1_000_000
+DEFAULT_TICK_PAISE = 5
+
+
+class TickIdAllocator:
+    """Monotonic stream ids from event times: same ms -> next sequence number."""
+
+    def __init__(self) -> None:
+        self.last_ms = 0
+        self.seq = -1
+
+    def next_id(self, ts_ns: int) -> str:
+        ms = ts_ns // NS_PER_MS
+        if ms > self.last_ms:
+            self.last_ms, self.seq = ms, 0
+        else:
+            self.seq += 1
+        return f"{self.last_ms}-{self.seq}"
+
+
+class Recorded:
+    """Column arrays of a recorded session (see ``shared.synth`` / the recorder for the schema)."""
+
+    COLUMNS = ("ts_recv_ns", "segment", "security_id", "ltp", "ltq", "ltt_s", "volume", "oi",
+               "bid", "ask", "bid_qty", "ask_qty", "kind")
+
+    def __init__(self, columns: dict[str, list[Any]], trading_day: str) -> None:
+        missing = [c for c in self.COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(f"recorded session lacks columns: {', '.join(missing)}")
+        self.c = columns
+        self.n = len(columns["ts_recv_ns"])
+        self.trading_day = trading_day
+
+
+def session_messages(
+    rec: Recorded,
+    now_ns: Callable[[], int],
+    *,
+    clock_interval_ms: int = 1000,
+    tick_paise: Callable[[str, int], int] | None = None,
+) -> Iterator[tuple[str, Message]]:
+    """Yield ``(tick_id, message)`` for a whole recorded session, in order, ending with SessionEnd."""
+    ids = TickIdAllocator()
+    c = rec.c
+    ts_col, seg_col, sid_col, ltp_col = c["ts_recv_ns"], c["segment"], c["security_id"], c["ltp"]
+    ltq, ltt, vol, oi = c["ltq"], c["ltt_s"], c["volume"], c["oi"]
+    bid, ask, bq, aq, kind = c["bid"], c["ask"], c["bid_qty"], c["ask_qty"], c["kind"]
+    interval_ns = clock_interval_ms * NS_PER_MS
+    next_clock = None
+    last_ts = 0
+    for i in range(rec.n):
+        ts = int(ts_col[i])
+        if next_clock is None:
+            next_clock = (ts // interval_ns + 1) * interval_ns
+        while ts >= next_clock:
+            cid = ids.next_id(next_clock)
+            yield cid, Clock(msg_id=f"clk-{cid}", ts_event=next_clock, ts_init=now_ns(), tick_id=cid)
+            next_clock += interval_ns
+        seg = seg_col[i]
+        sid = int(sid_col[i])
+        tp = tick_paise(seg, sid) if tick_paise else DEFAULT_TICK_PAISE
+        tid = ids.next_id(ts)
+        yield tid, Tick(
+            msg_id=f"tick-{tid}", ts_event=ts, ts_init=now_ns(), tick_id=tid,
+            segment=seg, security_id=sid, ltp_paise=round_to_tick(float(ltp_col[i]), tp),
+            ltq=int(ltq[i]), ltt_s=int(ltt[i]), volume=int(vol[i]), oi=int(oi[i]),
+            bid_paise=round_to_tick(float(bid[i]), tp), ask_paise=round_to_tick(float(ask[i]), tp),
+            bid_qty=int(bq[i]), ask_qty=int(aq[i]), kind=str(kind[i]),
+        )
+        last_ts = ts
+    end_ts = last_ts + 1
+    eid = ids.next_id(end_ts)
+    yield eid, SessionEnd(
+        msg_id=make_msg_id("end", rec.trading_day), ts_event=end_ts, ts_init=now_ns(), tick_id=eid,
+        trading_day=rec.trading_day,
+    )

@@ -1,0 +1,208 @@
+"""The service loop shared by every process: read, handle, commit, heartbeat, drain on SIGTERM.
+
+A service implements :class:`Service`; ``run`` drives it. ``burst`` mode (tests, replays) makes
+the loop finite: it returns once a read finds nothing new and the service says it is drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared.bus import Batch, Bus, Commit, Consumer, dead_letter, heartbeat, instance_name
+from shared.clock import Clock
+from shared.config import Config
+from shared.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+class Stopping(Exception):
+    """Raised inside a handler to abandon the batch (uncommitted) because the service is stopping."""
+
+
+class Context:
+    """What a service gets: config, Redis, bus, keys, clock, its names and the stop flag."""
+
+    def __init__(
+        self, config: Config, redis: aioredis.Redis, service: str, *, clock: Clock | None = None,
+        instance: str | None = None,
+    ) -> None:
+        self.config = config
+        self.redis = redis
+        self.service = service
+        self.instance = instance or instance_name()
+        self.keys = Keys(config.env.namespace)
+        self.bus = Bus(redis, self.keys, dict(config.algo.streams.maxlen))
+        self.clock = clock or Clock()
+        self.stop_event = asyncio.Event()
+
+    @property
+    def replay(self) -> bool:
+        return self.config.env.replay
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep that wakes early and raises :class:`Stopping` when the service is told to stop."""
+        try:
+            await asyncio.wait_for(self.stop_event.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise Stopping()
+
+
+class Service:
+    """Base of the six services. Override what you need."""
+
+    name = "service"
+    inputs: tuple[str, ...] = ()
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.handled = 0
+
+    async def start(self) -> None:
+        """Restore state (checkpoint, Postgres) before the first read."""
+
+    async def handle(self, batch: Batch) -> Commit:
+        """Handle a batch; return what to write and which entries to ack."""
+        c = Commit()
+        for e in batch.entries:
+            c.ack(e.stream, e.entry_id)
+        return c
+
+    async def idle(self) -> None:
+        """Called when a read found nothing (timers, housekeeping)."""
+
+    def drained(self) -> bool:
+        """Burst mode: may the loop end now that a read found nothing?"""
+        return True
+
+    def info(self) -> dict[str, Any]:
+        """Extra fields for the heartbeat."""
+        return {}
+
+    async def stop(self) -> None:
+        """Release resources after the loop ends."""
+
+
+async def run(svc: Service, *, burst: bool = False, install_signals: bool = True) -> int:
+    """Drive ``svc`` until SIGTERM/SIGINT (or, in burst mode, until drained). Returns an exit code."""
+    ctx = svc.ctx
+    cfg = ctx.config.algo.runtime
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ctx.stop_event.set)
+    consumer = None
+    if svc.inputs:
+        consumer = Consumer(
+            ctx.redis, ctx.keys, svc.name, f"{svc.name}-{ctx.instance}", svc.inputs,
+            batch_size=cfg.batch_size, block_ms=cfg.block_ms, claim_idle_ms=cfg.claim_idle_ms,
+        )
+        await consumer.ensure_groups()
+    svc.consumer = consumer  # type: ignore[attr-defined]
+    await svc.start()
+    log.info("started", extra={"fields": {"instance": ctx.instance, "inputs": list(svc.inputs)}})
+    last_hb = 0.0
+    try:
+        while not ctx.stopping:
+            now = time.monotonic()
+            if now - last_hb >= 1.0:
+                last_hb = now
+                await heartbeat(ctx.redis, ctx.keys, svc.name, ctx.instance, cfg.heartbeat_ttl_s,
+                                {"handled": svc.handled, **svc.info()})
+            if consumer is None:
+                await svc.idle()
+                if burst and svc.drained():
+                    break
+                continue
+            batch = await consumer.read(block=True)
+            if not batch:
+                await svc.idle()
+                if burst and svc.drained():
+                    break
+                continue
+            if not await _handle_with_drain(svc, batch, cfg.drain_deadline_s):
+                break
+    finally:
+        await svc.stop()
+        try:
+            await ctx.redis.delete(ctx.keys.heartbeat(svc.name, ctx.instance))
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+    log.info("stopped", extra={"fields": {"handled": svc.handled}})
+    return 0
+
+
+async def _handle_with_drain(svc: Service, batch: Batch, deadline_s: float) -> bool:
+    """Handle one batch; on SIGTERM give it ``deadline_s`` to finish. False: stop the loop."""
+    ctx = svc.ctx
+    work = asyncio.ensure_future(_handle(svc, batch))
+    stop_wait = asyncio.ensure_future(ctx.stop_event.wait())
+    try:
+        await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(work), timeout=deadline_s)
+            except TimeoutError:
+                work.cancel()
+                log.warning("drain deadline passed; in-flight entries stay pending for the next start")
+                return False
+        work.result()
+    except Stopping:
+        log.info("stopping mid-batch; entries stay pending for the next start")
+        return False
+    finally:
+        stop_wait.cancel()
+    return True
+
+
+async def _handle(svc: Service, batch: Batch) -> None:
+    ctx = svc.ctx
+    commit = await svc.handle(batch)
+    now = ctx.clock.now_ns()
+    for logical, eid, fields, error in batch.dead:
+        log.warning("dead letter", extra={"fields": {"stream": logical, "entry_id": eid, "error": error}})
+        commit.emit("deadletter", dead_letter(svc.name, logical, eid, fields, error, now))
+        commit.ack(logical, eid)
+    await ctx.bus.commit(svc.name, commit)
+    svc.handled += len(batch.entries)
+
+
+def main_wrapper(build: Any, service: str) -> int:
+    """Common ``__main__``: load config, set up logging, connect, run. Exits 2 on bad config."""
+    import os
+    import sys
+
+    from shared import bus as busmod
+    from shared import logs
+    from shared.config import load
+    from shared.errors import ConfigError
+
+    try:
+        config = load()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(service, config.env.log_level, [config.env.access_token])
+    burst = os.environ.get("SCALPER_BURST", "").lower() in ("1", "true", "yes")
+
+    async def _main() -> int:
+        redis = busmod.connect(config.env.redis_url)
+        ctx = Context(config, redis, service)
+        svc = build(ctx)
+        try:
+            return await run(svc, burst=burst)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(_main())

@@ -1,0 +1,216 @@
+"""The stream runtime on real Redis: contract round trip, crash recovery, dead letters, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shared import wire
+from shared.bus import Bus, group_state
+from shared.keys import Keys
+from shared.messages import (
+    Clock, DeadLetter, EntryDecision, FeedSubscribe, FeedUnsubscribe, OrderAccepted,
+    OrderCancelled, OrderDryRun, OrderFilled, OrderIntent, OrderRejected, PositionAdjusted,
+    PositionClosed, PositionOpened, SessionEnd, Signal, SignalSkipped, Tick,
+)
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+C = dict(ts_event=1_795_578_300_000_000_000, ts_init=1_795_578_300_000_100_000, tick_id="1795578300000-0")
+OE = dict(correlation_id="E-abc", position_id="P-1", kind="entry", security_id=40001)
+
+
+def one_of_each() -> list[tuple[str, object]]:
+    return [
+        ("ticks", Tick(msg_id="tick-1", segment="NSE_FNO", security_id=40001, ltp_paise=15230, ltq=65, **C)),
+        ("ticks", Clock(msg_id="clk-1", **C)),
+        ("ticks", SessionEnd(msg_id="end-1", trading_day="2026-12-01", **C)),
+        ("signals", Signal(msg_id="sig-1", index="NIFTY", direction="bullish", timeframe_min=1,
+                           candle_ts=1, close_paise=2600000, supertrend_paise=2599000, adx=21.5,
+                           confidence=0.7, multiplier=1, reason="supertrend flip", **C)),
+        ("signals", SignalSkipped(msg_id="sks-1", index="NIFTY", timeframe_min=1, candle_ts=1,
+                                  reason="adx 12 < 18", **C)),
+        ("entries.decisions", EntryDecision(msg_id="dec-1", signal_id="sig-1", index="NIFTY",
+                                            accepted=False, rule="cooldown", reason="cooldown 120s left", **C)),
+        ("orders.requests", OrderIntent(msg_id="int-1", kind="entry", correlation_id="E-abc",
+                                        position_id="P-1", index="NIFTY", segment="NSE_FNO",
+                                        security_id=40001, symbol="NIFTY-Dec2026-26000-CE", side="BUY",
+                                        quantity=65, lot_size=65, ref_price_paise=15230, reason="signal", **C)),
+        ("orders.events", OrderAccepted(msg_id="oe-1", broker_order_id="1", status="PENDING", **OE, **C)),
+        ("orders.events", OrderFilled(msg_id="oe-2", broker_order_id="1", side="BUY", quantity=65,
+                                      price_paise=15230, fill_tick_id="1-0", **OE, **C)),
+        ("orders.events", OrderRejected(msg_id="oe-3", reason="DH-906 bad", **OE, **C)),
+        ("orders.events", OrderCancelled(msg_id="oe-4", reason="session ended", **OE, **C)),
+        ("orders.events", OrderDryRun(msg_id="oe-5", payload={"quantity": 65, "orderType": "MARKET"}, **OE, **C)),
+        ("positions", PositionOpened(msg_id="po-1", position_id="P-1", index="NIFTY", segment="NSE_FNO",
+                                     security_id=40001, symbol="X", quantity=65, entry_price_paise=15230,
+                                     entry_tick_id="1-0", ts_entry=1, **C)),
+        ("positions", PositionClosed(msg_id="pc-1", position_id="P-1", index="NIFTY", security_id=40001,
+                                     quantity=65, entry_price_paise=15230, exit_price_paise=16000,
+                                     exit_tick_id="2-0", ts_exit=2, reason="take_profit", pnl_paise=50050, **C)),
+        ("positions", PositionAdjusted(msg_id="pa-1", position_id="P-1", security_id=40001, quantity=130,
+                                       reason="broker says 130", **C)),
+        ("feed.control", FeedSubscribe(msg_id="fs-1", segment="NSE_FNO", security_ids=[40001, 40002],
+                                       requester="entries", **C)),
+        ("feed.control", FeedUnsubscribe(msg_id="fu-1", segment="NSE_FNO", security_ids=[40001],
+                                         requester="entries", **C)),
+        ("deadletter", DeadLetter(msg_id="dl-1", error="bad json", source_stream="ticks", entry_id="5-0",
+                                  fields={"type": "tick", "data": "{oops"}, service="signals", **C)),
+    ]
+
+
+def test_every_message_type_round_trips_through_real_redis_as_readable_json(namespace, redis_url, sync_redis):
+    from shared import bus as busmod
+
+    keys = Keys(namespace)
+
+    async def go():
+        r = busmod.connect(redis_url)
+        b = Bus(r, keys, {})
+        for stream, msg in one_of_each():
+            await b.publish(stream, [msg])
+        await r.aclose()
+
+    asyncio.run(go())
+    for stream, msg in one_of_each():
+        entries = sync_redis.xrange(keys.stream(stream))
+        decoder = wire.StreamDecoder(stream)
+        found = [decoder.decode(f) for _, f in entries]
+        assert msg in found, f"{type(msg).__name__} not read back equal"
+        for _, fields in entries:
+            assert set(fields) == {b"type", b"data"}
+            body = orjson.loads(fields[b"data"])  # plain JSON a person can read
+            assert body["type"] == fields[b"type"].decode()
+            assert "msg_id" in body and "ts_event" in body and "tick_id" in body
+
+
+def test_publishing_the_same_msg_id_twice_writes_one_entry(namespace, redis_url, sync_redis):
+    from shared import bus as busmod
+
+    keys = Keys(namespace)
+    _, msg = one_of_each()[3]
+
+    async def go():
+        r = busmod.connect(redis_url)
+        b = Bus(r, keys, {})
+        assert await b.publish("signals", [msg]) == 1
+        assert await b.publish("signals", [msg]) == 0
+        await r.aclose()
+
+    asyncio.run(go())
+    assert sync_redis.xlen(keys.stream("signals")) == 1
+
+
+def _env(namespace: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "SCALPER_NAMESPACE": namespace, "REDIS_URL": redis_url, "SCALPER_LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update(extra)
+    return env
+
+
+def _start_echo(namespace, redis_url, instance, **extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.echo_service"], cwd=ROOT,
+        env=_env(namespace, redis_url, SCALPER_INSTANCE=instance, **extra),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def _write_ticks(sync_redis, keys, n, start=0):
+    pipe = sync_redis.pipeline()
+    for i in range(start, start + n):
+        t = Tick(msg_id=f"tick-{i}", ts_event=i, ts_init=i, tick_id=f"{i + 1}-0",
+                 segment="NSE_FNO", security_id=1, ltp_paise=100 + i)
+        pipe.xadd(keys.stream("ticks"), wire.encode(t), id=f"{i + 1}-0")
+    pipe.execute()
+
+
+def _outputs(sync_redis, keys):
+    dec = wire.StreamDecoder("signals")
+    return [dec.decode(f) for _, f in sync_redis.xrange(keys.stream("signals"))]
+
+
+def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(namespace, redis_url, sync_redis):
+    keys = Keys(namespace)
+    n = 400
+    _write_ticks(sync_redis, keys, n)
+    cfg_env = {"ECHO_DELAY_MS": "3", "SCALPER_CONFIG": str(ROOT / "tests/integration/small_batches.yml")}
+    p = _start_echo(namespace, redis_url, "victim", **cfg_env)
+    try:
+        eventually(lambda: len(_outputs(sync_redis, keys)) >= 60, 30, message="first outputs")
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    done_before = len(_outputs(sync_redis, keys))
+    assert done_before < n, "the victim finished before it was killed; nothing was tested"
+    _, pending = group_state_sync(sync_redis, keys)
+    assert pending > 0, "kill happened between batches; expected entries in flight"
+    # A different consumer takes over the dead one's pending entries through XAUTOCLAIM.
+    p2 = _start_echo(namespace, redis_url, "rescuer", SCALPER_BURST="1", **cfg_env)
+    out, _ = p2.communicate(timeout=60)
+    assert p2.returncode == 0, out.decode()[-2000:]
+    outs = _outputs(sync_redis, keys)
+    ids = [m.msg_id for m in outs]
+    assert len(ids) == len(set(ids)), "duplicate outputs"
+    assert len(ids) == n, f"lost outputs: {n - len(ids)}"
+    assert group_state_sync(sync_redis, keys) == (0, 0)
+
+
+def group_state_sync(sync_redis, keys):
+    for g in sync_redis.xinfo_groups(keys.stream("ticks")):
+        if g["name"] == b"echo":
+            return int(g["lag"] or 0), int(g["pending"])
+    return (0, 0)
+
+
+def test_malformed_entry_goes_to_dead_letter_and_next_entry_is_processed(namespace, redis_url, sync_redis):
+    keys = Keys(namespace)
+    _write_ticks(sync_redis, keys, 1, start=0)
+    sync_redis.xadd(keys.stream("ticks"), {"type": "tick", "data": "{not json"}, id="5-0")
+    sync_redis.xadd(keys.stream("ticks"), {"type": "tick", "data": '{"type":"tick","msg_id":"x"}'}, id="6-0")
+    _write_ticks(sync_redis, keys, 1, start=9)
+    p = _start_echo(namespace, redis_url, "one", SCALPER_BURST="1")
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out.decode()[-2000:]
+    dl = [wire.StreamDecoder("deadletter").decode(f) for _, f in sync_redis.xrange(keys.stream("deadletter"))]
+    assert [d.entry_id for d in dl] == ["5-0", "6-0"]
+    assert dl[0].source_stream == "ticks" and dl[0].fields == {"type": "tick", "data": "{not json"}
+    assert "malformed JSON" in dl[0].error
+    assert "Object missing required field" in dl[1].error
+    assert sorted(m.tick_id for m in _outputs(sync_redis, keys)) == ["1-0", "10-0"]
+    assert group_state_sync(sync_redis, keys) == (0, 0)
+    assert b"dead letter" in out
+
+
+def test_sigterm_drains_and_exits_zero_and_heartbeat_has_ttl(namespace, redis_url, sync_redis):
+    keys = Keys(namespace)
+    p = _start_echo(namespace, redis_url, "hb")
+    try:
+        hb = keys.heartbeat("echo", "hb")
+        eventually(lambda: sync_redis.exists(hb), 20, message="heartbeat key")
+        ttl = sync_redis.ttl(hb)
+        assert 0 < ttl <= 15
+        _write_ticks(sync_redis, keys, 50)
+        eventually(lambda: len(_outputs(sync_redis, keys)) == 50, 20)
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, out.decode()[-2000:]
+    assert not sync_redis.exists(keys.heartbeat("echo", "hb"))
+    assert group_state_sync(sync_redis, keys) == (0, 0)
