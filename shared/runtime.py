@@ -41,6 +41,7 @@ class Context:
         self.bus = Bus(redis, self.keys, dict(config.algo.streams.maxlen))
         self.clock = clock or Clock()
         self.stop_event = asyncio.Event()
+        self.burst = False
 
     @property
     def replay(self) -> bool:
@@ -97,6 +98,7 @@ class Service:
 async def run(svc: Service, *, burst: bool = False, install_signals: bool = True) -> int:
     """Drive ``svc`` until SIGTERM/SIGINT (or, in burst mode, until drained). Returns an exit code."""
     ctx = svc.ctx
+    ctx.burst = burst
     cfg = ctx.config.algo.runtime
     loop = asyncio.get_running_loop()
     if install_signals:
@@ -121,7 +123,10 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
                 await heartbeat(ctx.redis, ctx.keys, svc.name, ctx.instance, cfg.heartbeat_ttl_s,
                                 {"handled": svc.handled, **svc.info()})
             if consumer is None:
-                await svc.idle()
+                try:
+                    await svc.idle()
+                except Stopping:
+                    break
                 if burst and svc.drained():
                     break
                 continue

@@ -1,0 +1,181 @@
+"""Entries shell: a signal, the market and the books as of its tick, in; a decision and maybe an
+entry intent, out.
+
+For a signal caused by tick T the shell (1) in replay mode waits until exits has processed every
+tick before T and the executor has published every fill at or before T (``shared.gates``);
+(2) feeds the core every tick up to T (an as-of read of the ``ticks`` stream, never beyond T);
+(3) reads positions and realised PnL as of T from the ledger; (4) asks the core. Each signal is
+committed on its own (decisions, intent, feed-control requests, ack, checkpoint) before the next
+one is considered.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from services.entries.core import EntriesCore, EntryContext
+from shared import gates, streamids, wire
+from shared.bus import Batch, Commit, Entry
+from shared.clock import ist_day
+from shared.messages import FeedSubscribe, FeedUnsubscribe, Signal, Tick, make_msg_id
+from shared.runtime import Context, Service
+from shared.store.db import connect
+from shared.store.ledger import Ledger
+from shared.types import rupees_to_paise
+
+log = logging.getLogger("entries")
+CHUNK = 5000
+
+
+class _Checkpoint(msgspec.Struct):
+    core: bytes
+    tick_cursor: str
+    closed_seen: list[str]
+
+
+class EntriesService(Service):
+    name = "entries"
+    inputs = ("signals",)
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        env = ctx.config.env
+        self.ledger = Ledger(connect(env.database_url, env.db_schema, application_name="entries"))
+        self.core: EntriesCore | None = None
+        self.tick_cursor = streamids.ZERO
+        self.closed_seen: set[str] = set()
+        self.ticks_decoder = wire.StreamDecoder("ticks")
+        self.intents = 0
+
+    async def start(self) -> None:
+        algo = self.ctx.config.algo
+        instruments = self.ledger.load_instruments()
+        self.core = EntriesCore(algo.entries, algo.option_chain, algo.capital, algo.paper, algo.risk,
+                                algo.indices, instruments, self.ctx.clock.now_ns)
+        raw = await self.ctx.redis.get(self.ctx.keys.checkpoint(self.name))
+        if raw:
+            cp = msgspec.msgpack.decode(raw, type=_Checkpoint)
+            self.core.restore(cp.core)
+            self.tick_cursor = cp.tick_cursor
+            self.closed_seen = set(cp.closed_seen)
+            log.info("restored checkpoint", extra={"fields": {"tick_cursor": self.tick_cursor}})
+        log.info("instruments loaded", extra={"fields": {"count": len(instruments)}})
+
+    # -- as-of reads -------------------------------------------------------------------------
+
+    async def _advance_ticks(self, upto: str, commit: Commit, signal: Signal) -> None:
+        """Feed the core every tick after the cursor up to and including ``upto``."""
+        assert self.core is not None
+        key = self.ctx.keys.stream("ticks")
+        while streamids.less(self.tick_cursor, upto):
+            rows = await self.ctx.redis.xrange(key, min=f"({self.tick_cursor}", max=upto, count=CHUNK)
+            if not rows:
+                break
+            for eid, raw in rows:
+                msg = self.ticks_decoder.decode(raw)
+                if isinstance(msg, Tick):
+                    change = self.core.on_tick(msg)
+                    if change is not None:
+                        self._feed_control(change, msg, commit)
+                self.tick_cursor = eid.decode()
+            if len(rows) < CHUNK:
+                break
+
+    def _feed_control(self, change: Any, tick: Tick, commit: Commit) -> None:
+        now = self.ctx.clock.now_ns()
+        if change.subscribe:
+            commit.emit("feed.control", FeedSubscribe(
+                msg_id=make_msg_id("sub", change.index, tick.tick_id), ts_event=tick.ts_event, ts_init=now,
+                tick_id=tick.tick_id, segment=change.segment, security_ids=change.subscribe, requester="entries"))
+        if change.unsubscribe:
+            commit.emit("feed.control", FeedUnsubscribe(
+                msg_id=make_msg_id("unsub", change.index, tick.tick_id), ts_event=tick.ts_event, ts_init=now,
+                tick_id=tick.tick_id, segment=change.segment, security_ids=change.unsubscribe, requester="entries"))
+
+    async def _wait_upstream(self, signal: Signal) -> None:
+        r, k = self.ctx.redis, self.ctx.keys
+        await r.set(k.frontier(self.name), signal.tick_id)
+        limit = None if self.ctx.replay else self.ctx.config.algo.runtime.upstream_wait_s
+        limit = limit if limit is not None else self.ctx.config.algo.entries.replay_wait_timeout_s
+        waited, delay = 0.0, 0.001
+        while True:
+            exits_f = await gates.get_frontier(r, k, "exits")
+            if not streamids.less(exits_f, signal.tick_id) and await gates.executor_settled_through(r, k, signal.tick_id):
+                return
+            if waited >= limit:
+                log.warning("upstream not caught up; deciding anyway", extra={"fields": {
+                    "signal_id": signal.msg_id, "tick_id": signal.tick_id, "exits_frontier": exits_f,
+                    "waited_s": round(waited, 3)}})
+                return
+            await self.ctx.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+
+    def _context(self, signal: Signal) -> EntryContext:
+        assert self.core is not None
+        algo = self.ctx.config.algo
+        open_positions = self.ledger.positions_asof(signal.tick_id)
+        day = ist_day(signal.ts_event).isoformat()
+        realised = 0
+        by_index: dict[str, int] = {}
+        tk = streamids.key(signal.tick_id)
+        for t in self.ledger.closed_trades(day):
+            if t.exit_tick_key is None or t.exit_tick_key > tk:
+                continue
+            realised += t.pnl_paise or 0
+            by_index[t.index_key] = by_index.get(t.index_key, 0) + (t.pnl_paise or 0)
+            if t.position_id not in self.closed_seen:
+                self.closed_seen.add(t.position_id)
+                self.core.on_position_closed(t.position_id, t.symbol, t.index_key, t.ts_exit or 0)
+        state = self.ledger.get_trading_state().state
+        if self.ctx.config.env.mode == "paper":
+            capital: int | None = self.core.paper_available_capital(open_positions)
+        else:
+            capital = None  # live funds come from the broker (DhanHQ adapter issue)
+        return EntryContext(
+            trading_state=state,  # type: ignore[arg-type]
+            open_positions=open_positions,
+            realised_pnl_today_paise=realised,
+            realised_pnl_by_index_paise=by_index,
+            available_capital_paise=capital,
+            day_start_capital_paise=rupees_to_paise(algo.paper.balance_rupees),
+        )
+
+    # -- handling ----------------------------------------------------------------------------
+
+    async def handle(self, batch: Batch) -> Commit:
+        for e in batch.entries:
+            await self._one(e)
+            self.handled += 1
+        return Commit()
+
+    async def _one(self, e: Entry) -> None:
+        assert self.core is not None
+        c = Commit()
+        m = e.msg
+        if isinstance(m, Signal):
+            await self._wait_upstream(m)
+            await self._advance_ticks(m.tick_id, c, m)
+            ctx = self._context(m)
+            decisions, intents = self.core.on_signal(m, ctx)
+            for d in decisions:
+                c.emit("entries.decisions", d)
+                log.info("entry decision", extra={"fields": {
+                    "signal_id": m.msg_id, "msg_id": d.msg_id, "tick_id": m.tick_id, "rule": d.rule,
+                    "reason": d.reason, "outcome": "accepted" if d.accepted else "refused"}})
+            for it in intents:
+                c.emit("orders.requests", it)
+                self.intents += 1
+        c.ack(e.stream, e.entry_id)
+        c.sets[self.ctx.keys.checkpoint(self.name)] = msgspec.msgpack.encode(_Checkpoint(
+            core=self.core.snapshot(), tick_cursor=self.tick_cursor, closed_seen=sorted(self.closed_seen)))
+        await self.ctx.bus.commit(self.name, c)
+
+    def info(self) -> dict[str, Any]:
+        return {"intents": self.intents, "tick_cursor": self.tick_cursor}
+
+    async def stop(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,81 @@
+"""Signals shell: index ticks in, signals out (and into the ledger's signals table).
+
+The core's state (candles, indicators, scaling) is checkpointed atomically with each commit, so
+a restart continues exactly where the last commit ended and never emits a signal twice (and the
+signal's deterministic msg_id deduplicates a re-processed batch anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.signals.core import SignalsCore
+from shared import streamids
+from shared.bus import Batch, Commit
+from shared.messages import Clock, Signal, SignalSkipped, Tick
+from shared.runtime import Context, Service
+from shared.store.db import connect
+from shared.store.ledger import Ledger
+
+log = logging.getLogger("signals")
+
+
+class SignalsService(Service):
+    name = "signals"
+    inputs = ("ticks",)
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        env = ctx.config.env
+        self.ledger = Ledger(connect(env.database_url, env.db_schema, application_name="signals"))
+        self.core: SignalsCore | None = None
+        self.signals = 0
+
+    async def start(self) -> None:
+        algo = self.ctx.config.algo
+        raw = await self.ctx.redis.get(self.ctx.keys.checkpoint(self.name))
+        if raw:
+            self.core = SignalsCore.restore(algo.signals, algo.indices, self.ctx.clock.now_ns, raw)
+            log.info("restored checkpoint")
+        else:
+            self.core = SignalsCore(algo.signals, algo.indices, self.ctx.clock.now_ns)
+
+    async def handle(self, batch: Batch) -> Commit:
+        assert self.core is not None
+        c = Commit()
+        last = None
+        for e in batch.entries:
+            m = e.msg
+            outs: list[Signal | SignalSkipped] = []
+            if isinstance(m, Tick):
+                outs = self.core.on_tick(m)
+            elif isinstance(m, Clock):
+                outs = self.core.on_clock(m)
+            for o in outs:
+                self.ledger.insert_signal(o)
+                c.emit("signals", o)
+                if isinstance(o, Signal):
+                    self.signals += 1
+                    log.info("signal", extra={"fields": {
+                        "msg_id": o.msg_id, "tick_id": o.tick_id, "index": o.index,
+                        "direction": o.direction, "reason": o.reason, "outcome": "signal"}})
+                else:
+                    log.info("signal skipped", extra={"fields": {
+                        "msg_id": o.msg_id, "tick_id": o.tick_id, "index": o.index,
+                        "reason": o.reason, "outcome": "skipped"}})
+            c.ack(e.stream, e.entry_id)
+            last = e.entry_id
+        for logical, eid, _f, _err in batch.dead:
+            if logical == "ticks":
+                last = max(last or eid, eid, key=streamids.parse)
+        if last is not None:
+            c.sets[self.ctx.keys.checkpoint(self.name)] = self.core.snapshot()
+            c.sets[self.ctx.keys.frontier(self.name)] = streamids.successor(last).encode()
+        return c
+
+    def info(self) -> dict[str, Any]:
+        return {"signals": self.signals}
+
+    async def stop(self) -> None:
+        self.ledger.close()

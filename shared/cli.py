@@ -1,0 +1,216 @@
+"""``scalper``: the operator's command line.
+
+    scalper synth ...                       generate a synthetic session (+ instruments CSV)
+    scalper db migrate                      apply ledger migrations (safe to run twice)
+    scalper instruments import --file PATH  import DhanHQ's scrip master into the ledger
+    scalper replay FILE [--speed max|N]     replay a session through the supervised pipeline
+    scalper report                          print the trades and totals of a deployment
+    scalper up                              run the six services under supervisord
+    scalper halt | resume                   change the trading state
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from shared.errors import ScalperError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(ns: str | None = None, schema: str | None = None):
+    from shared.config import load_env
+
+    environ = dict(os.environ)
+    if ns:
+        environ["SCALPER_NAMESPACE"] = ns
+    if schema:
+        environ["SCALPER_DB_SCHEMA"] = schema
+    return load_env(environ)
+
+
+def _ledger(env):
+    from shared.store.db import connect
+    from shared.store.ledger import Ledger
+
+    return Ledger(connect(env.database_url, env.db_schema, application_name="scalper-cli"))
+
+
+def reset_deployment(env, instruments_csv: Path) -> int:
+    """Fresh keys and schema for a namespace: drop, migrate, import instruments. Returns rows."""
+    import redis
+
+    from shared.instruments import parse_scrip_master
+    from shared.keys import Keys
+    from shared.store.db import connect
+    from shared.store.ledger import Ledger
+    from shared.store.migrate import migrate
+
+    if env.db_schema in ("public", "scalper") or env.namespace in ("paper", "live"):
+        raise ScalperError(
+            f"refusing to reset production namespace/schema ({env.namespace}/{env.db_schema}); "
+            "replays use their own (default: replay)"
+        )
+    r = redis.Redis.from_url(env.redis_url)
+    keys = Keys(env.namespace)
+    for k in r.scan_iter(match=keys.all_pattern(), count=2000):
+        r.delete(k)
+    r.close()
+    conn = connect(env.database_url, env.db_schema, application_name="scalper-cli")
+    conn.execute(f"DROP SCHEMA IF EXISTS {env.db_schema} CASCADE")
+    conn.close()
+    conn = connect(env.database_url, env.db_schema, application_name="scalper-cli")
+    migrate(conn, env.db_schema)
+    n = Ledger(conn).upsert_instruments(parse_scrip_master(instruments_csv))
+    conn.close()
+    return n
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    import redis
+
+    from services.feed.replay import read_metadata
+    from shared import report
+    from shared.keys import Keys
+    from shared.supervise import start_supervisord, stop_supervisord, wait_drained
+
+    session = Path(a.session).resolve()
+    if not session.exists():
+        raise ScalperError(f"{session}: no such session file")
+    instruments = Path(a.instruments) if a.instruments else session.parent / "instruments.csv"
+    if not instruments.exists():
+        raise ScalperError(f"{instruments}: no instruments file (pass --instruments)")
+    env = _env(a.namespace, a.schema)
+    run_dir = Path(a.run_dir or ROOT / "run" / env.namespace)
+    meta = read_metadata(session)
+    synthetic = meta.get("synthetic") == "true"
+    print(f"replaying {session.name}{' (SYNTHETIC)' if synthetic else ''} at speed {a.speed} "
+          f"into namespace {env.namespace}, schema {env.db_schema}", file=sys.stderr)
+    n = reset_deployment(env, instruments)
+    print(f"imported {n} instruments from {instruments.name}", file=sys.stderr)
+    extra = {
+        "SCALPER_MODE": "paper", "SCALPER_REPLAY": "1", "SCALPER_REPLAY_FILE": str(session),
+        "SCALPER_REPLAY_SPEED": str(a.speed), "SCALPER_REPLAY_FROM": a.from_hhmm or "",
+        "SCALPER_REPLAY_TO": a.to_hhmm or "", "SCALPER_NAMESPACE": env.namespace,
+        "SCALPER_DB_SCHEMA": env.db_schema,
+    }
+    t0 = time.monotonic()
+    proc = start_supervisord(run_dir, extra)
+    r = redis.Redis.from_url(env.redis_url)
+    try:
+        wait_drained(r, Keys(env.namespace), proc, a.timeout)
+    finally:
+        if not a.keep_running:
+            stop_supervisord(proc)
+    print(f"replay drained in {time.monotonic() - t0:.1f}s; logs in {run_dir}", file=sys.stderr)
+    ledger = _ledger(env)
+    print(report.render(report.trade_lines(ledger.closed_trades()),
+                        title=f"Replay of {session.name}", synthetic=synthetic))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from shared import report
+
+    env = _env(a.namespace, a.schema)
+    ledger = _ledger(env)
+    print(report.render(report.trade_lines(ledger.closed_trades(a.day)),
+                        title=f"Trades ({env.namespace}/{env.db_schema})"))
+    return 0
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    from shared.supervise import start_supervisord
+
+    env = _env()
+    run_dir = Path(a.run_dir or ROOT / "run" / env.namespace)
+    proc = start_supervisord(run_dir, {})
+    print(f"supervisord started (pid {proc.pid}); logs in {run_dir}", file=sys.stderr)
+    return proc.wait()
+
+
+def cmd_instruments(a: argparse.Namespace) -> int:
+    from shared.instruments import parse_scrip_master
+
+    if not a.file:
+        raise ScalperError("instruments import: --file PATH is required (no network here)")
+    env = _env()
+    ledger = _ledger(env)
+    n = ledger.upsert_instruments(parse_scrip_master(Path(a.file)))
+    print(f"imported {n} instruments into schema {env.db_schema}")
+    return 0
+
+
+def cmd_state(a: argparse.Namespace) -> int:
+    import redis
+
+    from shared.keys import Keys
+
+    env = _env()
+    state = "HALTED" if a.cmd == "halt" else "ACTIVE"
+    ledger = _ledger(env)
+    ledger.set_trading_state(state, a.reason or f"scalper {a.cmd}")
+    redis.Redis.from_url(env.redis_url).set(Keys(env.namespace).trading_state(), state)
+    print(f"trading state: {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scalper", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("synth", help="generate a synthetic session", add_help=False)
+    db = sub.add_parser("db", help="ledger database")
+    db.add_argument("action", choices=["migrate"])
+    ins = sub.add_parser("instruments", help="instrument master")
+    ins.add_argument("action", choices=["import"])
+    ins.add_argument("--file")
+    rp = sub.add_parser("replay", help="replay a recorded session through the supervised pipeline")
+    rp.add_argument("session")
+    rp.add_argument("--speed", default="max", help="max, or a multiple of real time (1, 10, ...)")
+    rp.add_argument("--from", dest="from_hhmm")
+    rp.add_argument("--to", dest="to_hhmm")
+    rp.add_argument("--instruments")
+    rp.add_argument("--namespace", default=os.environ.get("SCALPER_REPLAY_NAMESPACE", "replay"))
+    rp.add_argument("--schema", default=os.environ.get("SCALPER_REPLAY_SCHEMA", "replay"))
+    rp.add_argument("--run-dir")
+    rp.add_argument("--timeout", type=float, default=1800)
+    rp.add_argument("--keep-running", action="store_true")
+    rep = sub.add_parser("report", help="trades and totals")
+    rep.add_argument("--namespace")
+    rep.add_argument("--schema")
+    rep.add_argument("--day")
+    up = sub.add_parser("up", help="run the services under supervisord (foreground)")
+    up.add_argument("--run-dir")
+    for name in ("halt", "resume"):
+        s = sub.add_parser(name, help=f"{name} trading")
+        s.add_argument("--reason", default="")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synth"]:
+        from shared.synth import main as synth_main
+
+        return synth_main(argv[1:])
+    if argv[:2] == ["db", "migrate"]:
+        from shared.store.migrate import main as migrate_main
+
+        return migrate_main(argv[2:])
+    a = build_parser().parse_args(argv)
+    handlers = {"replay": cmd_replay, "report": cmd_report, "up": cmd_up,
+                "instruments": cmd_instruments, "halt": cmd_state, "resume": cmd_state}
+    try:
+        return handlers[a.cmd](a)
+    except ScalperError as exc:
+        print(f"scalper {a.cmd}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
