@@ -33,7 +33,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class IndexConfig(_Section, kw_only=True):
+class IndexConfig(_Section, frozen=True, kw_only=True):
     key: Literal["NIFTY", "BANKNIFTY", "FINNIFTY", "SENSEX"]
     security_id: PosInt
     segment: Literal["IDX_I"] = "IDX_I"
@@ -47,7 +47,7 @@ class IndexConfig(_Section, kw_only=True):
     capital_alloc_pct: Fraction | None = None
 
 
-class SupertrendConfig(_Section, kw_only=True):
+class SupertrendConfig(_Section, frozen=True, kw_only=True):
     period: Annotated[int, msgspec.Meta(ge=2, le=200)] = 10
     multiplier: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 2.0
     adaptive: bool = False
@@ -59,20 +59,20 @@ class SupertrendConfig(_Section, kw_only=True):
     )
 
 
-class AdxConfig(_Section, kw_only=True):
+class AdxConfig(_Section, frozen=True, kw_only=True):
     period: Annotated[int, msgspec.Meta(ge=2, le=200)] = 14
     enabled: bool = False
     min_strength: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 18.0
     confirmation_min_strength: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 20.0
 
 
-class EmaConfig(_Section, kw_only=True):
+class EmaConfig(_Section, frozen=True, kw_only=True):
     enabled: bool = False
     fast: Annotated[int, msgspec.Meta(ge=1, le=500)] = 9
     slow: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 21
 
 
-class ValidationMode(_Section, kw_only=True):
+class ValidationMode(_Section, frozen=True, kw_only=True):
     adx_min_strength: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
     adx_confirmation_min_strength: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
     iv_rank_min: Fraction
@@ -103,13 +103,13 @@ def _default_modes() -> dict[str, ValidationMode]:
     }
 
 
-class ScalingConfig(_Section, kw_only=True):
+class ScalingConfig(_Section, frozen=True, kw_only=True):
     enabled: bool = True
     max_multiplier: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
     decay_s: NonNegInt = 900
 
 
-class SignalsConfig(_Section, kw_only=True):
+class SignalsConfig(_Section, frozen=True, kw_only=True):
     primary_timeframe_min: Literal[1, 3, 5, 15] = 1
     confirmation_timeframe_min: Literal[1, 3, 5, 15] = 5
     enable_confirmation: bool = False
@@ -122,7 +122,7 @@ class SignalsConfig(_Section, kw_only=True):
     late_tick_grace_ms: NonNegInt = 0
 
 
-class OptionChainConfig(_Section, kw_only=True):
+class OptionChainConfig(_Section, frozen=True, kw_only=True):
     window_strikes: Annotated[int, msgspec.Meta(ge=1, le=50)] = 10
     min_iv_pct100: NonNegFloat = 10.0
     max_iv_pct100: NonNegFloat = 60.0
@@ -135,12 +135,12 @@ class OptionChainConfig(_Section, kw_only=True):
     max_picks: Annotated[int, msgspec.Meta(ge=1, le=4)] = 1
 
 
-class TrailingTier(_Section, kw_only=True):
+class TrailingTier(_Section, frozen=True, kw_only=True):
     trigger_pct: NonNegFloat
     lock_pct: float
 
 
-class RiskConfig(_Section, kw_only=True):
+class RiskConfig(_Section, frozen=True, kw_only=True):
     sl_pct: Fraction = 0.30
     tp_pct: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.60
     emergency_sl_pct: Fraction = 0.50
@@ -168,7 +168,7 @@ class RiskConfig(_Section, kw_only=True):
     )
 
 
-class CapitalBand(_Section, kw_only=True):
+class CapitalBand(_Section, frozen=True, kw_only=True):
     upto_rupees: NonNegFloat | None
     alloc_pct: Fraction
     risk_per_trade_pct: Fraction
@@ -184,20 +184,20 @@ def _default_bands() -> list[CapitalBand]:
     ]
 
 
-class CapitalConfig(_Section, kw_only=True):
+class CapitalConfig(_Section, frozen=True, kw_only=True):
     bands: list[CapitalBand] = msgspec.field(default_factory=_default_bands)
     min_lots: PosInt = 1
     max_lots: PosInt = 100
     sizing: Literal["one_lot", "bands"] = "one_lot"
 
 
-class PaperConfig(_Section, kw_only=True):
+class PaperConfig(_Section, frozen=True, kw_only=True):
     balance_rupees: NonNegFloat = 100_000.0
     fill_latency_ms: NonNegInt = 250
     slippage_ticks: NonNegInt = 0
 
 
-class EntriesConfig(_Section, kw_only=True):
+class EntriesConfig(_Section, frozen=True, kw_only=True):
     window_start_hhmm: HHMM = "09:20"
     window_end_hhmm: HHMM = "15:00"
     max_trades_per_day: NonNegInt = 20
@@ -207,16 +207,16 @@ class EntriesConfig(_Section, kw_only=True):
     replay_wait_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
 
 
-class ExecutorConfig(_Section, kw_only=True):
+class ExecutorConfig(_Section, frozen=True, kw_only=True):
     max_rejections_before_halt: PosInt = 3
     protected_limit_pct: Fraction = 0.0
 
 
-class SyncConfig(_Section, kw_only=True):
+class SyncConfig(_Section, frozen=True, kw_only=True):
     interval_s: PosInt = 30
 
 
-class StreamsConfig(_Section, kw_only=True):
+class StreamsConfig(_Section, frozen=True, kw_only=True):
     maxlen: dict[str, PosInt] = msgspec.field(
         default_factory=lambda: {
             "ticks": 3_000_000,
@@ -231,7 +231,7 @@ class StreamsConfig(_Section, kw_only=True):
     )
 
 
-class RuntimeConfig(_Section, kw_only=True):
+class RuntimeConfig(_Section, frozen=True, kw_only=True):
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
     heartbeat_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 15
@@ -241,7 +241,7 @@ class RuntimeConfig(_Section, kw_only=True):
     upstream_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
-class AlgoConfig(_Section, kw_only=True):
+class AlgoConfig(_Section, frozen=True, kw_only=True):
     """The whole of ``config/algo.yml``."""
 
     indices: list[IndexConfig]

@@ -35,7 +35,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 # --------------------------------------------------------------------------- ticks
 
 
-class Tick(Message, tag="tick", kw_only=True):
+class Tick(Message, tag="tick", frozen=True, kw_only=True):
     """One decoded market-data update for one instrument.
 
     ``ts_event`` is the feed's receive time (recorded receive time in replay); ``ltt_s`` is the
@@ -56,11 +56,11 @@ class Tick(Message, tag="tick", kw_only=True):
     kind: str = "full"
 
 
-class Clock(Message, tag="clock", kw_only=True):
+class Clock(Message, tag="clock", frozen=True, kw_only=True):
     """Event-time heartbeat from the feed, so time rules fire when no tick arrives."""
 
 
-class SessionEnd(Message, tag="session.end", kw_only=True):
+class SessionEnd(Message, tag="session.end", frozen=True, kw_only=True):
     """End of a replayed session (or of a live trading day): nothing more for this day."""
 
     trading_day: str
@@ -74,7 +74,7 @@ TickFamily = Tick | Clock | SessionEnd
 Direction = Literal["bullish", "bearish"]
 
 
-class Signal(Message, tag="signal", kw_only=True):
+class Signal(Message, tag="signal", frozen=True, kw_only=True):
     """A trade direction for one index; bullish buys CE, bearish buys PE."""
 
     index: str
@@ -89,7 +89,7 @@ class Signal(Message, tag="signal", kw_only=True):
     reason: str
 
 
-class SignalSkipped(Message, tag="signal.skipped", kw_only=True):
+class SignalSkipped(Message, tag="signal.skipped", frozen=True, kw_only=True):
     """An evaluation that changed state but produced no signal, with the readable reason."""
 
     index: str
@@ -104,7 +104,7 @@ SignalFamily = Signal | SignalSkipped
 # --------------------------------------------------------------------------- entries.decisions
 
 
-class EntryDecision(Message, tag="entry.decision", kw_only=True):
+class EntryDecision(Message, tag="entry.decision", frozen=True, kw_only=True):
     """Why a signal did or did not become an order intent."""
 
     signal_id: str
@@ -124,7 +124,7 @@ Side = Literal["BUY", "SELL"]
 IntentKind = Literal["entry", "exit"]
 
 
-class OrderIntent(Message, tag="order.intent", kw_only=True):
+class OrderIntent(Message, tag="order.intent", frozen=True, kw_only=True):
     """A request to the executor to buy (entry) or sell (exit) an option."""
 
     kind: IntentKind
@@ -150,7 +150,7 @@ RequestFamily = OrderIntent
 # --------------------------------------------------------------------------- orders.events
 
 
-class OrderEvent(Message, kw_only=True):
+class OrderEvent(Message, frozen=True, kw_only=True):
     """Base of the order lifecycle events."""
 
     correlation_id: str
@@ -159,12 +159,12 @@ class OrderEvent(Message, kw_only=True):
     security_id: int
 
 
-class OrderAccepted(OrderEvent, tag="order.accepted", kw_only=True):
+class OrderAccepted(OrderEvent, tag="order.accepted", frozen=True, kw_only=True):
     broker_order_id: str
     status: str
 
 
-class OrderFilled(OrderEvent, tag="order.filled", kw_only=True):
+class OrderFilled(OrderEvent, tag="order.filled", frozen=True, kw_only=True):
     broker_order_id: str
     side: Side
     quantity: int
@@ -172,15 +172,15 @@ class OrderFilled(OrderEvent, tag="order.filled", kw_only=True):
     fill_tick_id: str
 
 
-class OrderRejected(OrderEvent, tag="order.rejected", kw_only=True):
+class OrderRejected(OrderEvent, tag="order.rejected", frozen=True, kw_only=True):
     reason: str
 
 
-class OrderCancelled(OrderEvent, tag="order.cancelled", kw_only=True):
+class OrderCancelled(OrderEvent, tag="order.cancelled", frozen=True, kw_only=True):
     reason: str
 
 
-class OrderDryRun(OrderEvent, tag="order.dry_run", kw_only=True):
+class OrderDryRun(OrderEvent, tag="order.dry_run", frozen=True, kw_only=True):
     """Live mode with orders disabled: the exact payload that would have been sent."""
 
     payload: dict[str, object]
@@ -192,7 +192,7 @@ OrderEventFamily = OrderAccepted | OrderFilled | OrderRejected | OrderCancelled 
 # --------------------------------------------------------------------------- positions
 
 
-class PositionOpened(Message, tag="position.opened", kw_only=True):
+class PositionOpened(Message, tag="position.opened", frozen=True, kw_only=True):
     position_id: str
     index: str
     segment: str
@@ -206,7 +206,7 @@ class PositionOpened(Message, tag="position.opened", kw_only=True):
     external: bool = False
 
 
-class PositionClosed(Message, tag="position.closed", kw_only=True):
+class PositionClosed(Message, tag="position.closed", frozen=True, kw_only=True):
     position_id: str
     index: str
     security_id: int
@@ -219,7 +219,7 @@ class PositionClosed(Message, tag="position.closed", kw_only=True):
     pnl_paise: int
 
 
-class PositionAdjusted(Message, tag="position.adjusted", kw_only=True):
+class PositionAdjusted(Message, tag="position.adjusted", frozen=True, kw_only=True):
     """A correction from sync (quantity mismatch and the like)."""
 
     position_id: str
@@ -234,14 +234,14 @@ PositionFamily = PositionOpened | PositionClosed | PositionAdjusted
 # --------------------------------------------------------------------------- feed.control
 
 
-class FeedSubscribe(Message, tag="feed.subscribe", kw_only=True):
+class FeedSubscribe(Message, tag="feed.subscribe", frozen=True, kw_only=True):
     segment: str
     security_ids: list[int]
     requester: str
     mode: str = "full"
 
 
-class FeedUnsubscribe(Message, tag="feed.unsubscribe", kw_only=True):
+class FeedUnsubscribe(Message, tag="feed.unsubscribe", frozen=True, kw_only=True):
     segment: str
     security_ids: list[int]
     requester: str
@@ -253,7 +253,7 @@ ControlFamily = FeedSubscribe | FeedUnsubscribe
 # --------------------------------------------------------------------------- dead letters
 
 
-class DeadLetter(Message, tag="deadletter", kw_only=True):
+class DeadLetter(Message, tag="deadletter", frozen=True, kw_only=True):
     """A stream entry that could not be decoded or validated."""
 
     error: str

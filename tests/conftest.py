@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+pytest_plugins = ["tests.integration.pg"]
+
 SEED = int(os.environ.get("TEST_SEED", "20261125"))
 
 
