@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 
@@ -142,7 +143,9 @@ def _outputs(sync_redis, keys):
     return [dec.decode(f) for _, f in sync_redis.xrange(keys.stream("signals"))]
 
 
-def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(namespace, redis_url, sync_redis):
+@pytest.mark.parametrize("restart_as", ["victim", "rescuer"])
+def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(namespace, redis_url, sync_redis, restart_as):
+    """Restarted as the same consumer it re-reads its own pending entries; as another, it claims them."""
     keys = Keys(namespace)
     n = 400
     _write_ticks(sync_redis, keys, n)
@@ -159,8 +162,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(namespac
     assert done_before < n, "the victim finished before it was killed; nothing was tested"
     _, pending = group_state_sync(sync_redis, keys)
     assert pending > 0, "kill happened between batches; expected entries in flight"
-    # A different consumer takes over the dead one's pending entries through XAUTOCLAIM.
-    p2 = _start_echo(namespace, redis_url, "rescuer", SCALPER_BURST="1", **cfg_env)
+    p2 = _start_echo(namespace, redis_url, restart_as, SCALPER_BURST="1", **cfg_env)
     out, _ = p2.communicate(timeout=60)
     assert p2.returncode == 0, out.decode()[-2000:]
     outs = _outputs(sync_redis, keys)
@@ -214,3 +216,21 @@ def test_sigterm_drains_and_exits_zero_and_heartbeat_has_ttl(namespace, redis_ur
     assert p.returncode == 0, out.decode()[-2000:]
     assert not sync_redis.exists(keys.heartbeat("echo", "hb"))
     assert group_state_sync(sync_redis, keys) == (0, 0)
+
+
+def test_streams_are_trimmed_to_their_configured_maxlen(namespace, redis_url, sync_redis):
+    from shared import bus as busmod
+
+    keys = Keys(namespace)
+    _, sig = one_of_each()[3]
+
+    async def go():
+        r = busmod.connect(redis_url)
+        b = Bus(r, keys, {"signals": 100})
+        for i in range(30):
+            await b.publish("signals", [msgspec.structs.replace(sig, msg_id=f"sig-{j}-{i}") for j in range(50)])
+        await r.aclose()
+
+    asyncio.run(go())
+    n = sync_redis.xlen(keys.stream("signals"))
+    assert 100 <= n < 1500, n  # approximate trimming (MAXLEN ~) keeps it near the bound, not all 1500
