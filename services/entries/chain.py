@@ -95,8 +95,8 @@ class Pick(msgspec.Struct, frozen=True, kw_only=True):
         q = self.quote
         if q is not None:
             parts.append(
-                f"ltp {paise_to_rupees_str(q.ltp_paise)} iv {_fmt(q.iv_pct100)}% "
-                f"delta {_fmt(q.delta, 3)} oi {q.oi} spread {_fmt(q.spread_pct100)}%"
+                f"ltp {paise_to_rupees_str(q.ltp_paise)} iv {_fmt(q.iv_pct100, unit='%')} "
+                f"delta {_fmt(q.delta, 3)} oi {q.oi} spread {_fmt(q.spread_pct100, unit='%')}"
             )
         if self.score is not None:
             s = self.score
@@ -116,8 +116,8 @@ class Selection(msgspec.Struct, frozen=True, kw_only=True):
     rejected: list[str] = msgspec.field(default_factory=list)
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+def _fmt(x: float | None, digits: int = 2, unit: str = "") -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
 
 
 # --------------------------------------------------------------------------- pure rules

@@ -146,7 +146,11 @@ class EntriesCore:
     def on_signal(
         self, signal: Signal, ctx: EntryContext
     ) -> tuple[list[EntryDecision], list[OrderIntent]]:
-        """Decide whether ``signal`` enters; at most one intent."""
+        """Decide whether ``signal`` enters; at most one intent.
+
+        The strike is chosen around the latest index tick (the signal's close if the view has
+        none yet); the option's price is its latest tick, else ``ctx.rest_ltp_paise``.
+        """
         index = self._indices.get(signal.index)
         view = self._views.get(signal.index)
         refusal = self._guard.check_signal(signal, ctx, index, self._pnl_reader(ctx, view))
