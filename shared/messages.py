@@ -217,6 +217,8 @@ class PositionClosed(Message, tag="position.closed", frozen=True, kw_only=True):
     ts_exit: int
     reason: str
     pnl_paise: int
+    charges_paise: int = 0
+    """Indian options charges on the round trip (brokerage, STT, exchange, SEBI, stamp, GST)."""
 
 
 class PositionAdjusted(Message, tag="position.adjusted", frozen=True, kw_only=True):

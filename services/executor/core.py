@@ -10,6 +10,8 @@ the ticks stream, the same at any replay speed.
 from __future__ import annotations
 
 from shared import streamids
+from shared.charges import charges_for_round_trip
+from shared.clock import ist_day
 from shared.messages import (
     OrderCancelled,
     OrderFilled,
@@ -82,6 +84,14 @@ def opened_event(intent: OrderIntent, tick: Tick, price_paise: int, ts_init: int
     )
 
 
+def round_trip_charges_paise(segment: str, ts_exit: int, entry_price_paise: int, exit_price_paise: int,
+                             quantity: int) -> int:
+    """Charges on a paper round trip (two executed orders), rates from ``config/charges.yml``."""
+    day = ist_day(ts_exit)
+    return charges_for_round_trip(segment, day, entry_price_paise * quantity,
+                                  exit_price_paise * quantity).total_rounded_paise
+
+
 def closed_event(
     intent: OrderIntent, tick: Tick, entry_price_paise: int, exit_price_paise: int, quantity: int,
     ts_init: int,
@@ -93,6 +103,8 @@ def closed_event(
         quantity=quantity, entry_price_paise=entry_price_paise, exit_price_paise=exit_price_paise,
         exit_tick_id=tick.tick_id, ts_exit=tick.ts_event, reason=intent.reason,
         pnl_paise=(exit_price_paise - entry_price_paise) * quantity,
+        charges_paise=round_trip_charges_paise(intent.segment, tick.ts_event, entry_price_paise,
+                                               exit_price_paise, quantity),
     )
 
 

@@ -175,7 +175,8 @@ class ExecutorService(Service):
                 closed = core.closed_event(intent, tick, tr.entry_price_paise, price, intent.quantity, now)
                 self.ledger.close_tracker(intent.position_id, exit_price_paise=price,
                                           exit_tick_id=tick.tick_id, ts_exit=tick.ts_event,
-                                          reason=intent.reason, pnl_paise=closed.pnl_paise)
+                                          reason=intent.reason, pnl_paise=closed.pnl_paise,
+                                          charges_paise=closed.charges_paise)
                 self._queue("positions", closed)
         self.fills += 1
         log.info("order filled", extra={"fields": {**fields, "outcome": "filled", "price_paise": price,

@@ -300,6 +300,16 @@ class ExitsCore:
             hwm_ltp_paise=msg.entry_price_paise,
         )
 
+    def restore_hwm(self, position_id: str, hwm_ltp_paise: int) -> None:
+        """Raise a position's high-water LTP to a persisted value (rebuild after losing Redis)."""
+        pos = self._positions.get(position_id)
+        if pos is not None:
+            pos.hwm_ltp_paise = max(pos.hwm_ltp_paise, hwm_ltp_paise)
+
+    def hwm_ltp_paise(self, position_id: str) -> int | None:
+        pos = self._positions.get(position_id)
+        return pos.hwm_ltp_paise if pos is not None else None
+
     def on_position_closed(self, msg: PositionClosed) -> None:
         """Forget the position; its realised PnL counts toward the day if it closed today."""
         self._roll_day(msg.ts_event, msg.tick_id)

@@ -23,7 +23,7 @@ import msgspec
 from services.exits.core import ExitAction, ExitsCore
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry
-from shared.messages import Clock, PositionClosed, PositionOpened, SessionEnd, Tick
+from shared.messages import Clock, OrderRejected, PositionClosed, PositionOpened, SessionEnd, Tick
 from shared.runtime import Context, Service
 from shared.store.db import connect
 from shared.store.ledger import Ledger
@@ -41,7 +41,7 @@ class _Checkpoint(msgspec.Struct):
 
 class ExitsService(Service):
     name = "exits"
-    inputs = ("ticks", "positions")
+    inputs = ("ticks", "positions", "orders.events")
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -56,6 +56,7 @@ class ExitsService(Service):
         self.gate_ok_upto = streamids.ZERO
         self.exits_emitted = 0
         self.ticks_decoder = wire.StreamDecoder("ticks")
+        self.hwm_saved: dict[str, int] = {}
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -67,7 +68,10 @@ class ExitsService(Service):
             self.last_tick = cp.last_tick
             log.info("restored checkpoint", extra={"fields": {"last_tick": cp.last_tick}})
             return
-        # No checkpoint: rebuild the position index from the ledger.
+        # No checkpoint (first start, or Redis lost it): rebuild the position index from the
+        # ledger, then catch each position up over the ticks this group already consumed.
+        self.last_tick = await self._group_last_delivered()
+        rebuilt = []
         for t in self.ledger.active_trackers():
             if t.entry_price_paise is None or t.entry_tick_id is None:
                 continue
@@ -77,7 +81,31 @@ class ExitsService(Service):
                 security_id=t.security_id, symbol=t.symbol, quantity=t.quantity,
                 entry_price_paise=t.entry_price_paise, entry_tick_id=t.entry_tick_id, ts_entry=t.ts_entry or 0,
             ))
-            log.info("rebuilt position from ledger", extra={"fields": {"position_id": t.position_id}})
+            hwm = int((t.trailing_state or {}).get("hwm_ltp_paise", 0))
+            if hwm:
+                self.core.restore_hwm(t.position_id, hwm)
+            self.hwm_saved[t.position_id] = hwm
+            rebuilt.append(t)
+            log.info("rebuilt position from ledger", extra={"fields": {"position_id": t.position_id,
+                                                                      "hwm_ltp_paise": hwm}})
+        for t in rebuilt:
+            if t.entry_tick_id and streamids.less(t.entry_tick_id, self.last_tick):
+                self._emit(self.core.catch_up(
+                    t.position_id, await self._ticks_between(t.entry_tick_id, self.last_tick)))
+        if rebuilt:
+            await self._flush()
+
+    async def _group_last_delivered(self) -> str:
+        try:
+            groups = await self.ctx.redis.xinfo_groups(self.ctx.keys.stream("ticks"))
+        except Exception:  # noqa: BLE001 - no stream yet
+            return streamids.ZERO
+        for g in groups:
+            name = g.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == self.name:
+                last = g.get("last-delivered-id")
+                return last.decode() if isinstance(last, bytes) else str(last)
+        return streamids.ZERO
 
     # -- positions ---------------------------------------------------------------------------
 
@@ -94,6 +122,12 @@ class ExitsService(Service):
                     "outcome": "exit" if actions else "open"}})
         elif isinstance(m, PositionClosed):
             self.core.on_position_closed(m)
+            self.hwm_saved.pop(m.position_id, None)
+        elif isinstance(m, OrderRejected) and m.kind == "exit":
+            due = self.core.on_exit_rejected(m.position_id, m.ts_event, m.correlation_id)
+            log.warning("exit rejected", extra={"fields": {
+                "position_id": m.position_id, "correlation_id": m.correlation_id, "reason": m.reason,
+                "outcome": "retry scheduled" if due else "ignored", "retry_at_ns": due}})
         self.commit.ack(e.stream, e.entry_id)
         self._state_changes()
 
@@ -114,7 +148,7 @@ class ExitsService(Service):
     async def _drain_positions(self) -> None:
         consumer = self.consumer  # type: ignore[attr-defined]
         while True:
-            b = await consumer.read(block=False, only=["positions"])
+            b = await consumer.read(block=False, only=["positions", "orders.events"])
             for e in b.entries:
                 await self._apply_position(e)
             for logical, eid, fields, error in b.dead:
@@ -194,10 +228,16 @@ class ExitsService(Service):
                 "ts_event": v.ts_event})
             pipe.expire(self.ctx.keys.pnl(v.position_id), 86_400)
         await pipe.execute()
+        for v in views:
+            hwm = self.core.hwm_ltp_paise(v.position_id)
+            if hwm is not None and hwm > self.hwm_saved.get(v.position_id, 0):
+                # Postgres keeps the high-water mark so it survives a loss of Redis too.
+                self.ledger.update_hwm(v.position_id, v.hwm_pnl_paise, {"hwm_ltp_paise": hwm})
+                self.hwm_saved[v.position_id] = hwm
 
     async def handle(self, batch: Batch) -> Commit:
         for e in batch.entries:
-            if e.stream == "positions":
+            if e.stream in ("positions", "orders.events"):
                 await self._apply_position(e)
             else:
                 self.buffer.append(e)

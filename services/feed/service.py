@@ -46,10 +46,12 @@ class FeedService(Service):
         self.published = 0
 
     async def start(self) -> None:
-        if self.ctx.replay:
-            if not self.replay_file:
-                raise ConfigError("env SCALPER_REPLAY_FILE: required in replay mode")
+        # A session file is the tick source whenever one is given (a replay, or a test feeding a
+        # live-mode pipeline); SCALPER_REPLAY itself only switches the other stages' gating on.
+        if self.replay_file:
             self._task = asyncio.create_task(self._replay())
+        elif self.ctx.replay:
+            raise ConfigError("env SCALPER_REPLAY_FILE: required in replay mode")
         else:
             raise ConfigError(
                 "live market feed: the DhanHQ WebSocket client is not wired yet; run in replay mode"

@@ -36,7 +36,8 @@ otherwise count restarts at 1; ``multiplier = min(count, max_multiplier)``. Skip
 nor advance the count: with signals only on direction changes, a repeat is exactly a flip back
 after a rejected opposite flip, which is what the multiplier should reward.
 
-Confidence, as the original: 0.5 + ADX bonus (0.3 if >= 30, 0.2 if >= 20, 0.1 if >= 15) + 0.2
+``Signal.adx`` is the primary timeframe's ADX (0.0 while it is not yet defined); confidence, as
+the original: 0.5 + ADX bonus (0.3 if >= 30, 0.2 if >= 20, 0.1 if >= 15) + 0.2
 when the confirmation timeframe agreed + 0.1 when validation ran and passed + min(Supertrend in
 rupees / 1000, 0.1), capped at 1.0.
 
@@ -57,8 +58,8 @@ from shared.candles import Candle, CandleBuilder
 from shared.clock import NS_PER_S, fmt_ist, hhmm_to_minutes, ist_minute_of_day
 from shared.config import IndexConfig, SignalsConfig, ValidationMode
 from shared.errors import ConfigError, DecodeError
-from shared.indicators import BULLISH, Adx, AdaptiveSupertrend, Ema, Supertrend
-from shared.messages import Clock, Signal, SignalSkipped, Tick, make_msg_id
+from shared.indicators import BULLISH, AdaptiveSupertrend, Adx, Ema, Supertrend
+from shared.messages import Clock, Direction, Signal, SignalSkipped, Tick, make_msg_id
 
 Out = Signal | SignalSkipped
 
@@ -67,7 +68,7 @@ _CLOSES_KEPT = 6  # 5 returns for the IV-rank proxy
 _NO_PRICE_KINDS = frozenset({"prev_close", "oi"})
 
 
-def _dir_name(d: int) -> str:
+def _dir_name(d: int) -> Direction:
     return "bullish" if d == BULLISH else "bearish"
 
 
@@ -131,9 +132,14 @@ class Snapshot(msgspec.Struct, kw_only=True):
 def _fingerprint(cfg: SignalsConfig, ix: IndexConfig) -> str:
     """Id of the settings that shape indicator state; a snapshot only fits the same ones."""
     return make_msg_id(
-        "fp", ix.security_id, cfg.primary_timeframe_min,
+        "fp",
+        ix.security_id,
+        cfg.primary_timeframe_min,
         cfg.confirmation_timeframe_min if cfg.enable_confirmation else 0,
-        msgspec.json.encode(cfg.supertrend).decode(), cfg.adx.period, cfg.ema.fast, cfg.ema.slow,
+        msgspec.json.encode(cfg.supertrend).decode(),
+        cfg.adx.period,
+        cfg.ema.fast,
+        cfg.ema.slow,
         cfg.late_tick_grace_ms,
     )
 
@@ -143,12 +149,17 @@ def _new_frame(cfg: SignalsConfig, tf: int) -> Frame:
     frame = Frame(
         timeframe_min=tf,
         builder=CandleBuilder(timeframe_min=tf, grace_ns=cfg.late_tick_grace_ms * 1_000_000),
-        adx=Adx(period=cfg.adx.period), ema_fast=Ema(period=cfg.ema.fast),
+        adx=Adx(period=cfg.adx.period),
+        ema_fast=Ema(period=cfg.ema.fast),
         ema_slow=Ema(period=cfg.ema.slow),
     )
     if s.adaptive:
         frame.ast = AdaptiveSupertrend.new(
-            s.period, s.multiplier, s.training_period, s.num_clusters, s.performance_alpha,
+            s.period,
+            s.multiplier,
+            s.training_period,
+            s.num_clusters,
+            s.performance_alpha,
             s.multiplier_candidates,
         )
     else:
@@ -161,7 +172,8 @@ def _new_state(cfg: SignalsConfig, ix: IndexConfig) -> IndexState:
     if cfg.enable_confirmation:
         tfs.add(cfg.confirmation_timeframe_min)
     return IndexState(
-        key=ix.key, fingerprint=_fingerprint(cfg, ix),
+        key=ix.key,
+        fingerprint=_fingerprint(cfg, ix),
         frames={tf: _new_frame(cfg, tf) for tf in sorted(tfs)},
     )
 
@@ -245,7 +257,10 @@ class _Engine:
         where = f"{c.timeframe_min}m candle {fmt_ist(c.ts_start)[:5]} IST"
         if before == 0:
             return self._skip(
-                c, direction, ts_event, tick_id,
+                c,
+                direction,
+                ts_event,
+                tick_id,
                 f"supertrend ready on {where}: initial direction {direction}; "
                 "a signal needs a change of direction",
             )
@@ -270,7 +285,10 @@ class _Engine:
             validated = not val_fails
         if fails:
             return self._skip(
-                c, direction, ts_event, tick_id,
+                c,
+                direction,
+                ts_event,
+                tick_id,
                 f"{direction} flip on {where} not traded: " + "; ".join(fails),
             )
         return self._signal(frame, c, after, adx, agreed, validated, ts_event, tick_id, where)
@@ -301,7 +319,8 @@ class _Engine:
         if cfg.adx.enabled:
             need = (
                 self.mode.adx_confirmation_min_strength
-                if self.mode is not None else cfg.adx.confirmation_min_strength
+                if self.mode is not None
+                else cfg.adx.confirmation_min_strength
             )
             cadx = cf.adx.value
             if cadx is None:
@@ -318,7 +337,9 @@ class _Engine:
         closes = frame.closes
         if mode.require_iv_rank_check:
             if len(closes) < _CLOSES_KEPT:
-                fails.append(f"{name}: IV-rank proxy needs 5 returns, have {max(len(closes) - 1, 0)}")
+                fails.append(
+                    f"{name}: IV-rank proxy needs 5 returns, have {max(len(closes) - 1, 0)}"
+                )
             else:
                 moves = [abs(closes[i] / closes[i - 1] - 1.0) for i in range(1, len(closes))]
                 proxy = min(sum(moves) / len(moves) * 1000.0, 1.0)
@@ -343,8 +364,16 @@ class _Engine:
         return fails
 
     def _signal(
-        self, frame: Frame, c: Candle, after: int, adx: float | None, agreed: bool,
-        validated: bool, ts_event: int, tick_id: str, where: str,
+        self,
+        frame: Frame,
+        c: Candle,
+        after: int,
+        adx: float | None,
+        agreed: bool,
+        validated: bool,
+        ts_event: int,
+        tick_id: str,
+        where: str,
     ) -> Signal:
         s, sc = self.s, self.cfg.scaling
         end = c.ts_end
@@ -372,22 +401,36 @@ class _Engine:
         direction = _dir_name(after)
         return Signal(
             msg_id=make_msg_id("sig", s.key, c.timeframe_min, c.ts_start, direction),
-            ts_event=ts_event, ts_init=self.now_ns(), tick_id=tick_id,
-            index=s.key, direction=direction, timeframe_min=c.timeframe_min,
-            candle_ts=c.ts_start, close_paise=c.close_paise,
-            supertrend_paise=int(round(st_value)), adx=adx_v,
-            confidence=round(min(conf, 1.0), 6), multiplier=multiplier,
+            ts_event=ts_event,
+            ts_init=self.now_ns(),
+            tick_id=tick_id,
+            index=s.key,
+            direction=direction,
+            timeframe_min=c.timeframe_min,
+            candle_ts=c.ts_start,
+            close_paise=c.close_paise,
+            supertrend_paise=int(round(st_value)),
+            adx=adx_v,
+            confidence=round(min(conf, 1.0), 6),
+            multiplier=multiplier,
             reason=(
                 f"supertrend flipped {direction} on {where}: close {_rupees(c.close_paise)}, "
                 f"line {_rupees(st_value)}, ADX {adx_v:.1f}, x{multiplier}"
             ),
         )
 
-    def _skip(self, c: Candle, direction: str, ts_event: int, tick_id: str, reason: str) -> SignalSkipped:
+    def _skip(
+        self, c: Candle, direction: str, ts_event: int, tick_id: str, reason: str
+    ) -> SignalSkipped:
         return SignalSkipped(
             msg_id=make_msg_id("sigskip", self.s.key, c.timeframe_min, c.ts_start, direction),
-            ts_event=ts_event, ts_init=self.now_ns(), tick_id=tick_id, index=self.s.key,
-            timeframe_min=c.timeframe_min, candle_ts=c.ts_start, reason=reason,
+            ts_event=ts_event,
+            ts_init=self.now_ns(),
+            tick_id=tick_id,
+            index=self.s.key,
+            timeframe_min=c.timeframe_min,
+            candle_ts=c.ts_start,
+            reason=reason,
         )
 
 
@@ -478,7 +521,9 @@ class SignalsCore:
         except msgspec.DecodeError as exc:
             raise DecodeError(f"signals snapshot: {exc}") from None
         if snap.version != SNAPSHOT_VERSION:
-            raise DecodeError(f"signals snapshot: version {snap.version}, expected {SNAPSHOT_VERSION}")
+            raise DecodeError(
+                f"signals snapshot: version {snap.version}, expected {SNAPSHOT_VERSION}"
+            )
         states = {st.key: st for st in snap.indices}
         for ix in indices:
             st = states.get(ix.key)

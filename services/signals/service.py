@@ -13,6 +13,7 @@ from typing import Any
 from services.signals.core import SignalsCore
 from shared import streamids
 from shared.bus import Batch, Commit
+from shared.errors import ConfigError, DecodeError
 from shared.messages import Clock, Signal, SignalSkipped, Tick
 from shared.runtime import Context, Service
 from shared.store.db import connect
@@ -36,10 +37,15 @@ class SignalsService(Service):
         algo = self.ctx.config.algo
         raw = await self.ctx.redis.get(self.ctx.keys.checkpoint(self.name))
         if raw:
-            self.core = SignalsCore.restore(algo.signals, algo.indices, self.ctx.clock.now_ns, raw)
-            log.info("restored checkpoint")
-        else:
-            self.core = SignalsCore(algo.signals, algo.indices, self.ctx.clock.now_ns)
+            try:
+                self.core = SignalsCore.restore(algo.signals, algo.indices, self.ctx.clock.now_ns, raw)
+                log.info("restored checkpoint")
+                return
+            except (ConfigError, DecodeError) as exc:
+                # A changed indicator config (or an unreadable snapshot) must not crash-loop the
+                # service: start fresh and say so; signals' msg_ids still deduplicate outputs.
+                log.warning("checkpoint not usable; starting fresh", extra={"fields": {"error": str(exc)}})
+        self.core = SignalsCore(algo.signals, algo.indices, self.ctx.clock.now_ns)
 
     async def handle(self, batch: Batch) -> Commit:
         assert self.core is not None
