@@ -7,6 +7,7 @@
     scalper report                          print the trades and totals of a deployment
     scalper up                              run the six services under supervisord
     scalper halt | resume                   change the trading state
+    scalper flatten                         exit every open position
 """
 
 from __future__ import annotations
@@ -159,6 +160,47 @@ def cmd_state(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flatten(a: argparse.Namespace) -> int:
+    """Emit an exit intent for every open position (the executor fills them even when HALTED)."""
+    import asyncio
+
+    from shared import bus as busmod
+    from shared import streamids
+    from shared.keys import Keys
+    from shared.messages import OrderIntent, make_msg_id
+
+    env = _env(a.namespace, a.schema)
+    ledger = _ledger(env)
+    active = ledger.active_trackers()
+    if not active:
+        print("no open positions")
+        return 0
+
+    async def go() -> int:
+        r = busmod.connect(env.redis_url)
+        keys = Keys(env.namespace)
+        last = await r.xrevrange(keys.stream("ticks"), count=1)
+        tick_id = last[0][0].decode() if last else streamids.ZERO
+        now = time.time_ns()
+        intents = []
+        for t in active:
+            msg_id = make_msg_id("flatten", t.position_id)
+            intents.append(OrderIntent(
+                msg_id=msg_id, ts_event=now, ts_init=now, tick_id=tick_id, kind="exit",
+                correlation_id="F-" + msg_id.split("-", 1)[1][:20], position_id=t.position_id,
+                index=t.index_key, segment=t.segment, security_id=t.security_id, symbol=t.symbol,
+                side="SELL", quantity=t.quantity, lot_size=0, ref_price_paise=0,
+                reason=f"flatten: {a.reason or 'operator request'}"))
+        n = await busmod.Bus(r, keys, {}).publish("orders.requests", intents)
+        await r.aclose()
+        for it in intents:
+            print(f"exit intent {it.correlation_id} for {it.position_id} ({it.symbol} x{it.quantity})")
+        return n
+
+    asyncio.run(go())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scalper", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("halt", "resume"):
         s = sub.add_parser(name, help=f"{name} trading")
         s.add_argument("--reason", default="")
+    fl = sub.add_parser("flatten", help="exit every open position now")
+    fl.add_argument("--reason", default="")
+    fl.add_argument("--namespace")
+    fl.add_argument("--schema")
     return p
 
 
@@ -204,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate_main(argv[2:])
     a = build_parser().parse_args(argv)
     handlers = {"replay": cmd_replay, "report": cmd_report, "up": cmd_up,
-                "instruments": cmd_instruments, "halt": cmd_state, "resume": cmd_state}
+                "instruments": cmd_instruments, "halt": cmd_state, "resume": cmd_state,
+                "flatten": cmd_flatten}
     try:
         return handlers[a.cmd](a)
     except ScalperError as exc:

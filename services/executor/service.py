@@ -26,7 +26,7 @@ from services.executor import core
 from shared import streamids, wire
 from shared.bus import Batch, Commit, Entry
 from shared.messages import Message, OrderIntent, SessionEnd, Tick
-from shared.runtime import Context, Service
+from shared.runtime import Context, Service, Stopping
 from shared.store.db import connect
 from shared.store.ledger import Ledger
 
@@ -47,6 +47,7 @@ class ExecutorService(Service):
         self.paper = ctx.config.algo.paper
         self.ticks_decoder = wire.StreamDecoder("ticks")
         self.fills = 0
+        self.consecutive_rejections = 0
 
     async def start(self) -> None:
         await self._relay_outbox(None)
@@ -82,7 +83,21 @@ class ExecutorService(Service):
         unacked = list(batch.entries)
         for entry in batch.entries:
             others = [e for e in unacked if e is not entry]
-            await self._process(entry, others)
+            try:
+                await self._process(entry, others)
+            except Stopping:
+                raise
+            except Exception as exc:
+                # On the order path an unexpected error halts trading instead of being skipped;
+                # the entry stays pending and is retried after the restart.
+                reason = f"executor error on {entry.entry_id}: {type(exc).__name__}: {exc}"
+                log.exception("halting trading", extra={"fields": {"entry_id": entry.entry_id}})
+                try:
+                    self.ledger.set_trading_state("HALTED", reason[:500])
+                    await self.ctx.redis.set(self.ctx.keys.trading_state(), "HALTED")
+                except Exception:  # noqa: BLE001 - report the original error, not this one
+                    log.exception("could not record the HALTED state")
+                raise
             unacked.remove(entry)
             self.handled += 1
         return Commit()
@@ -119,10 +134,21 @@ class ExecutorService(Service):
             order = self.ledger.get_order(intent.correlation_id)
             if problem:
                 log.warning("intent refused", extra={"fields": {**fields, "outcome": "rejected", "reason": problem}})
+                await self._count_rejection(problem)
         assert order is not None
         if order.status not in FINAL:
             await self._fill_paper(intent, entry, others)
         await self._relay_outbox(entry)
+
+    async def _count_rejection(self, reason: str) -> None:
+        """Consecutive rejections beyond ``executor.max_rejections_before_halt`` halt trading."""
+        self.consecutive_rejections += 1
+        limit = self.ctx.config.algo.executor.max_rejections_before_halt
+        if self.consecutive_rejections >= limit and self.ledger.get_trading_state().state != "HALTED":
+            why = f"{self.consecutive_rejections} consecutive order rejections (last: {reason})"
+            self.ledger.set_trading_state("HALTED", why[:500])
+            await self.ctx.redis.set(self.ctx.keys.trading_state(), "HALTED")
+            log.error("trading halted", extra={"fields": {"reason": why}})
 
     def _refusal(self, intent: OrderIntent) -> str | None:
         """Business refusals: trading state, unknown or closed position for an exit."""
@@ -179,6 +205,7 @@ class ExecutorService(Service):
                                           charges_paise=closed.charges_paise)
                 self._queue("positions", closed)
         self.fills += 1
+        self.consecutive_rejections = 0
         log.info("order filled", extra={"fields": {**fields, "outcome": "filled", "price_paise": price,
                                                    "fill_tick_id": tick.tick_id}})
 
@@ -209,8 +236,6 @@ class ExecutorService(Service):
             if len(rows) < SCAN_CHUNK:
                 # Caught up with the feed: wait for more ticks (or stop).
                 if self.ctx.stopping:
-                    from shared.runtime import Stopping
-
                     raise Stopping()
                 await redis.xread({key: pos}, count=1, block=200)
 
