@@ -30,9 +30,18 @@ async def get_frontier(redis: aioredis.Redis, keys: Keys, service: str) -> str:
     return v.decode() if v else streamids.ZERO
 
 
+async def signals_frontier(redis: aioredis.Redis, keys: Keys) -> str:
+    """Every signal caused by a tick before this is on the stream (min over the partitions)."""
+    groups = await redis.smembers(keys.signals_partitions())
+    if not groups:
+        return streamids.ZERO
+    fronts = [await get_frontier(redis, keys, g.decode()) for g in groups]
+    return min(fronts, key=streamids.parse)
+
+
 async def entries_frontier(redis: aioredis.Redis, keys: Keys) -> str:
     """All entry intents caused by signals with tick id < this are written."""
-    signals_f = await get_frontier(redis, keys, "signals")
+    signals_f = await signals_frontier(redis, keys)
     lag, pending = await group_state(redis, keys.stream("signals"), "entries")
     if lag == 0 and pending == 0:
         return signals_f

@@ -56,6 +56,10 @@ class Keys(msgspec.Struct, frozen=True):
         """Exclusive tick-id frontier: all outputs caused by ticks before it are written."""
         return f"{self.prefix}:frontier:{service}"
 
+    def signals_partitions(self) -> str:
+        """Set of the signals consumer groups (one per partition of the indices)."""
+        return f"{self.prefix}:signals:partitions"
+
     def dedupe(self, logical: str) -> str:
         """Set of msg_ids already published to a stream (idempotent publishing)."""
         return f"{self.prefix}:dedupe:{logical}"

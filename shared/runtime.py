@@ -70,6 +70,11 @@ class Service:
         self.ctx = ctx
         self.handled = 0
 
+    @property
+    def group(self) -> str:
+        """The consumer group (and heartbeat name); partitioned services override it."""
+        return self.name
+
     async def start(self) -> None:
         """Restore state (checkpoint, Postgres) before the first read."""
 
@@ -107,7 +112,7 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
     consumer = None
     if svc.inputs:
         consumer = Consumer(
-            ctx.redis, ctx.keys, svc.name, f"{svc.name}-{ctx.instance}", svc.inputs,
+            ctx.redis, ctx.keys, svc.group, f"{svc.group}-{ctx.instance}", svc.inputs,
             batch_size=cfg.batch_size, block_ms=cfg.block_ms, claim_idle_ms=cfg.claim_idle_ms,
         )
         await consumer.ensure_groups()
@@ -120,7 +125,7 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
             now = time.monotonic()
             if now - last_hb >= 1.0:
                 last_hb = now
-                await heartbeat(ctx.redis, ctx.keys, svc.name, ctx.instance, cfg.heartbeat_ttl_s,
+                await heartbeat(ctx.redis, ctx.keys, svc.group, ctx.instance, cfg.heartbeat_ttl_s,
                                 {"handled": svc.handled, **svc.info()})
             if consumer is None:
                 try:
@@ -141,7 +146,7 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
     finally:
         await svc.stop()
         try:
-            await ctx.redis.delete(ctx.keys.heartbeat(svc.name, ctx.instance))
+            await ctx.redis.delete(ctx.keys.heartbeat(svc.group, ctx.instance))
         except Exception:  # noqa: BLE001 - best effort on the way out
             pass
     log.info("stopped", extra={"fields": {"handled": svc.handled}})
@@ -179,7 +184,7 @@ async def _handle(svc: Service, batch: Batch) -> None:
         log.warning("dead letter", extra={"fields": {"stream": logical, "entry_id": eid, "error": error}})
         commit.emit("deadletter", dead_letter(svc.name, logical, eid, fields, error, now))
         commit.ack(logical, eid)
-    await ctx.bus.commit(svc.name, commit)
+    await ctx.bus.commit(svc.group, commit)
     svc.handled += len(batch.entries)
 
 

@@ -91,9 +91,13 @@ def drained(r: redis.Redis, keys: Keys) -> tuple[bool, str]:
     states = group_states(r, keys)
     for stream, groups in GROUPS.items():
         for g in groups:
-            lag, pending = states.get(stream, {}).get(g, (None, None))
-            if lag is None:
+            if g == "signals":  # one group per signals partition: "signals" or "signals-<indices>"
+                if not any(n == g or n.startswith("signals-") for n in states.get(stream, {})):
+                    return False, f"no signals group on {stream} yet"
+            elif g not in states.get(stream, {}):
                 return False, f"group {g} on {stream} not created yet"
+    for stream, groups in states.items():
+        for g, (lag, pending) in groups.items():
             if lag != 0 or pending != 0:
                 return False, f"{g} on {stream}: lag {lag}, pending {pending}"
     return True, "drained"

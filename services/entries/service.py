@@ -11,6 +11,7 @@ one is considered.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from typing import Any
 
@@ -18,7 +19,7 @@ import msgspec
 
 from services.entries.core import EntriesCore, EntryContext
 from shared import gates, streamids, wire
-from shared.bus import Batch, Commit, Entry
+from shared.bus import Batch, Commit, Entry, dead_letter
 from shared.clock import ist_day
 from shared.messages import FeedSubscribe, FeedUnsubscribe, Signal, Tick, make_msg_id
 from shared.runtime import Context, Service
@@ -49,6 +50,8 @@ class EntriesService(Service):
         self.closed_seen: set[str] = set()
         self.ticks_decoder = wire.StreamDecoder("ticks")
         self.intents = 0
+        self.heap: list[tuple[tuple[int, int], int, Entry]] = []
+        self._seq = 0
 
     async def start(self) -> None:
         algo = self.ctx.config.algo
@@ -147,10 +150,53 @@ class EntriesService(Service):
     # -- handling ----------------------------------------------------------------------------
 
     async def handle(self, batch: Batch) -> Commit:
+        """Signals are decided in tick order, even when several signals partitions interleave
+        on the stream: in replay mode a signal waits until every partition has passed its tick,
+        so no signal from an earlier tick can still arrive."""
         for e in batch.entries:
-            await self._one(e)
+            self._push(e)
+        while self.heap:
+            await self._pull_more()
+            head = self.heap[0][2]
+            if self.ctx.replay:
+                await self._wait_signals_past(head.msg.tick_id)
+                await self._pull_more()
+                if self.heap[0][2] is not head:
+                    continue
+            heapq.heappop(self.heap)
+            await self._one(head)
             self.handled += 1
         return Commit()
+
+    def _push(self, e: Entry) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (streamids.parse(e.msg.tick_id or streamids.ZERO), self._seq, e))
+
+    async def _pull_more(self) -> None:
+        consumer = self.consumer  # type: ignore[attr-defined]
+        b = await consumer.read(block=False)
+        for e in b.entries:
+            self._push(e)
+        if b.dead:
+            c = Commit()
+            for logical, eid, fields, error in b.dead:
+                c.emit("deadletter", dead_letter(self.name, logical, eid, fields, error, self.ctx.clock.now_ns()))
+                c.ack(logical, eid)
+            await self.ctx.bus.commit(self.name, c)
+
+    async def _wait_signals_past(self, tick_id: str) -> None:
+        r, k = self.ctx.redis, self.ctx.keys
+        await r.set(k.frontier(self.name), tick_id)  # let exits advance up to this tick meanwhile
+        waited, delay = 0.0, 0.001
+        limit = self.ctx.config.algo.entries.replay_wait_timeout_s
+        while streamids.less(await gates.signals_frontier(r, k), streamids.successor(tick_id)):
+            if waited >= limit:
+                log.warning("signals partitions not past the tick; deciding anyway",
+                            extra={"fields": {"tick_id": tick_id, "waited_s": round(waited, 3)}})
+                return
+            await self.ctx.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
 
     async def _one(self, e: Entry) -> None:
         assert self.core is not None

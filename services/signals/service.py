@@ -8,6 +8,7 @@ signal's deterministic msg_id deduplicates a re-processed batch anyway).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from services.signals.core import SignalsCore
@@ -29,23 +30,44 @@ class SignalsService(Service):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         env = ctx.config.env
+        # Partitioning by index (DESIGN §8): SCALPER_SIGNALS_INDICES=NIFTY,SENSEX gives this
+        # process those indices and its own consumer group; several partitions together
+        # produce the same signals as one process with all indices.
+        subset = [k.strip().upper() for k in os.environ.get("SCALPER_SIGNALS_INDICES", "").split(",") if k.strip()]
+        known = {ix.key for ix in ctx.config.algo.indices}
+        unknown = sorted(set(subset) - known)
+        if unknown:
+            raise ConfigError(f"env SCALPER_SIGNALS_INDICES: unknown index {', '.join(unknown)}")
+        self.subset = sorted(subset)
+        self._group = "signals-" + "-".join(k.lower() for k in self.subset) if subset else "signals"
         self.ledger = Ledger(connect(env.database_url, env.db_schema, application_name="signals"))
         self.core: SignalsCore | None = None
         self.signals = 0
 
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def _indices(self) -> list[Any]:
+        algo = self.ctx.config.algo
+        if not self.subset:
+            return list(algo.indices)
+        return [ix for ix in algo.indices if ix.key in self.subset]
+
     async def start(self) -> None:
         algo = self.ctx.config.algo
-        raw = await self.ctx.redis.get(self.ctx.keys.checkpoint(self.name))
+        await self.ctx.redis.sadd(self.ctx.keys.signals_partitions(), self.group)
+        raw = await self.ctx.redis.get(self.ctx.keys.checkpoint(self.group))
         if raw:
             try:
-                self.core = SignalsCore.restore(algo.signals, algo.indices, self.ctx.clock.now_ns, raw)
+                self.core = SignalsCore.restore(algo.signals, self._indices(), self.ctx.clock.now_ns, raw)
                 log.info("restored checkpoint")
                 return
             except (ConfigError, DecodeError) as exc:
                 # A changed indicator config (or an unreadable snapshot) must not crash-loop the
                 # service: start fresh and say so; signals' msg_ids still deduplicate outputs.
                 log.warning("checkpoint not usable; starting fresh", extra={"fields": {"error": str(exc)}})
-        self.core = SignalsCore(algo.signals, algo.indices, self.ctx.clock.now_ns)
+        self.core = SignalsCore(algo.signals, self._indices(), self.ctx.clock.now_ns)
 
     async def handle(self, batch: Batch) -> Commit:
         assert self.core is not None
@@ -76,8 +98,8 @@ class SignalsService(Service):
             if logical == "ticks":
                 last = max(last or eid, eid, key=streamids.parse)
         if last is not None:
-            c.sets[self.ctx.keys.checkpoint(self.name)] = self.core.snapshot()
-            c.sets[self.ctx.keys.frontier(self.name)] = streamids.successor(last).encode()
+            c.sets[self.ctx.keys.checkpoint(self.group)] = self.core.snapshot()
+            c.sets[self.ctx.keys.frontier(self.group)] = streamids.successor(last).encode()
         return c
 
     def info(self) -> dict[str, Any]:
