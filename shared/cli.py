@@ -83,6 +83,9 @@ def cmd_replay(a: argparse.Namespace) -> int:
     if not session.exists():
         raise ScalperError(f"{session}: no such session file")
     instruments = Path(a.instruments) if a.instruments else session.parent / "instruments.csv"
+    warmup = Path(a.warmup) if a.warmup else session.parent / "previous.parquet"
+    if a.warmup and not warmup.exists():
+        raise ScalperError(f"{warmup}: no such warm-up file")
     if not instruments.exists():
         raise ScalperError(f"{instruments}: no instruments file (pass --instruments)")
     env = _env(a.namespace, a.schema)
@@ -98,6 +101,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         "SCALPER_REPLAY_SPEED": str(a.speed), "SCALPER_REPLAY_FROM": a.from_hhmm or "",
         "SCALPER_REPLAY_TO": a.to_hhmm or "", "SCALPER_NAMESPACE": env.namespace,
         "SCALPER_DB_SCHEMA": env.db_schema,
+        "SCALPER_WARMUP_FILE": str(warmup.resolve()) if warmup.exists() and not a.no_warmup else "",
     }
     t0 = time.monotonic()
     proc = start_supervisord(run_dir, extra)
@@ -217,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--from", dest="from_hhmm")
     rp.add_argument("--to", dest="to_hhmm")
     rp.add_argument("--instruments")
+    rp.add_argument("--warmup", help="previous day's session for indicator warm-up "
+                                     "(default: previous.parquet beside the session, if present)")
+    rp.add_argument("--no-warmup", action="store_true")
     rp.add_argument("--namespace", default=os.environ.get("SCALPER_REPLAY_NAMESPACE", "replay"))
     rp.add_argument("--schema", default=os.environ.get("SCALPER_REPLAY_SCHEMA", "replay"))
     rp.add_argument("--run-dir")

@@ -19,6 +19,7 @@ from shared.messages import Clock, Signal, SignalSkipped, Tick
 from shared.runtime import Context, Service
 from shared.store.db import connect
 from shared.store.ledger import Ledger
+from shared.warmup import candles_from_session
 
 log = logging.getLogger("signals")
 
@@ -68,6 +69,21 @@ class SignalsService(Service):
                 # service: start fresh and say so; signals' msg_ids still deduplicate outputs.
                 log.warning("checkpoint not usable; starting fresh", extra={"fields": {"error": str(exc)}})
         self.core = SignalsCore(algo.signals, self._indices(), self.ctx.clock.now_ns)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Replay: previous day's session (SCALPER_WARMUP_FILE) so indicators are valid at 09:15."""
+        assert self.core is not None
+        path = os.environ.get("SCALPER_WARMUP_FILE", "")
+        if not path:
+            log.info("no warm-up data; indicators become valid after enough candles")
+            return
+        for ix in self._indices():
+            if not ix.enabled:
+                continue
+            candles = candles_from_session(path, ix.security_id, ix.segment)
+            n = self.core.warm_up(ix.key, candles) if candles else 0
+            log.info("warm-up", extra={"fields": {"index": ix.key, "candles": n, "file": path}})
 
     async def handle(self, batch: Batch) -> Commit:
         assert self.core is not None
