@@ -13,7 +13,9 @@ from shared import streamids
 from shared.charges import charges_for_round_trip
 from shared.clock import ist_day
 from shared.messages import (
+    OrderAccepted,
     OrderCancelled,
+    OrderDryRun,
     OrderFilled,
     OrderIntent,
     OrderRejected,
@@ -52,6 +54,24 @@ def filled_event(intent: OrderIntent, tick: Tick, price_paise: int, broker_order
         correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
         security_id=intent.security_id, broker_order_id=broker_order_id, side=intent.side,
         quantity=intent.quantity, price_paise=price_paise, fill_tick_id=tick.tick_id,
+    )
+
+
+def accepted_event(intent: OrderIntent, broker_order_id: str, status: str, ts_init: int) -> OrderAccepted:
+    return OrderAccepted(
+        msg_id=make_msg_id("acc", intent.correlation_id),
+        ts_event=intent.ts_event, ts_init=ts_init, tick_id=intent.tick_id,
+        correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
+        security_id=intent.security_id, broker_order_id=broker_order_id, status=status,
+    )
+
+
+def dry_run_event(intent: OrderIntent, payload: dict[str, object], ts_init: int) -> OrderDryRun:
+    return OrderDryRun(
+        msg_id=make_msg_id("dry", intent.correlation_id),
+        ts_event=intent.ts_event, ts_init=ts_init, tick_id=intent.tick_id,
+        correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
+        security_id=intent.security_id, payload=payload,
     )
 
 

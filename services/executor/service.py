@@ -23,8 +23,11 @@ import msgspec
 import orjson
 
 from services.executor import core
+from services.executor.live import STATUS_MAP, LiveGateway
 from shared import streamids, wire
 from shared.bus import Batch, Commit, Entry
+from shared.dhan.order_updates import OrderUpdateClient
+from shared.dhan.rest import DhanRest
 from shared.messages import Message, OrderIntent, SessionEnd, Tick
 from shared.runtime import Context, Service, Stopping
 from shared.store.db import connect
@@ -48,8 +51,17 @@ class ExecutorService(Service):
         self.ticks_decoder = wire.StreamDecoder("ticks")
         self.fills = 0
         self.consecutive_rejections = 0
+        self.live: LiveGateway | None = None
+        if env.mode == "live":
+            rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token)
+            self.live = LiveGateway(rest, env.dhan_client_id, orders_enabled=env.orders_enabled)
+            if env.orders_enabled:
+                self.live.updates_client = OrderUpdateClient(
+                    env.dhan_order_ws_url, env.dhan_client_id, env.access_token, on_update=self.live.on_update)
 
     async def start(self) -> None:
+        if self.live is not None:
+            await self.live.start()
         await self._relay_outbox(None)
         await self.ctx.redis.delete(self.ctx.keys.executor_state())
 
@@ -137,7 +149,10 @@ class ExecutorService(Service):
                 await self._count_rejection(problem)
         assert order is not None
         if order.status not in FINAL:
-            await self._fill_paper(intent, entry, others)
+            if self.live is not None:
+                await self._execute_live(intent, order.status)
+            else:
+                await self._fill_paper(intent, entry, others)
         await self._relay_outbox(entry)
 
     async def _count_rejection(self, reason: str) -> None:
@@ -182,10 +197,18 @@ class ExecutorService(Service):
             return
         tick = found
         price = core.paper_fill_price(tick, intent.side, self.paper.slippage_ticks)
-        broker_id = f"PAPER-{cid}"
+        self._record_fill(intent, tick, price, f"PAPER-{cid}", from_status="new")
+
+    def _record_fill(self, intent: OrderIntent, tick: Tick, price: int, broker_id: str, from_status: str) -> None:
+        """One transaction: order traded, fill, tracker opened/closed, events in the outbox."""
+        cid = intent.correlation_id
+        now = self.ctx.clock.now_ns()
+        fields = {"correlation_id": cid, "position_id": intent.position_id, "kind": intent.kind}
         with self.ledger.transaction():
-            self.ledger.set_order_status(cid, "traded", broker_order_id=broker_id,
-                                         filled_qty=intent.quantity, avg_price_paise=price)
+            cur = self.ledger.get_order(cid)
+            if cur is not None and cur.status != "traded":
+                self.ledger.set_order_status(cid, "traded", broker_order_id=broker_id,
+                                             filled_qty=intent.quantity, avg_price_paise=price)
             self.ledger.record_fill(fill_id=f"F-{cid}", correlation_id=cid, broker_order_id=broker_id,
                                     side=intent.side, quantity=intent.quantity, price_paise=price,
                                     ts_event=tick.ts_event, tick_id=tick.tick_id)
@@ -208,6 +231,98 @@ class ExecutorService(Service):
         self.consecutive_rejections = 0
         log.info("order filled", extra={"fields": {**fields, "outcome": "filled", "price_paise": price,
                                                    "fill_tick_id": tick.tick_id}})
+
+    async def _execute_live(self, intent: OrderIntent, status: str) -> None:
+        assert self.live is not None
+        cid = intent.correlation_id
+        now = self.ctx.clock.now_ns()
+        fields = {"correlation_id": cid, "position_id": intent.position_id, "kind": intent.kind}
+        payload = self.live.payload(intent)
+        if not self.live.orders_enabled:
+            with self.ledger.transaction():
+                self.ledger.set_order_status(cid, "dry_run", payload=payload, reason="orders disabled")
+                if intent.kind == "entry":
+                    self.ledger.cancel_tracker(intent.position_id, "dry run: orders disabled")
+                self._queue("orders.events", core.dry_run_event(intent, payload, now))
+            log.warning("dry run: order not sent (orders disabled)", extra={"fields": {
+                **fields, "outcome": "dry_run", "payload": payload}})
+            return
+        state = None
+        order_id = ""
+        if status in ("submitting", "in_doubt"):
+            # We may have sent it before a crash: the broker decides, never a blind resubmit.
+            state = await self.live.lookup(cid)
+            if state is None and status == "in_doubt":
+                self._reject(intent, "order was in doubt and the broker has no such order; not resubmitted")
+                return
+            log.info("recovered order state", extra={"fields": {**fields, "found": state is not None}})
+        if state is None:
+            if status == "new":
+                self.ledger.set_order_status(cid, "submitting", payload=payload)
+            outcome = await self.live.submit(payload)
+            if outcome.kind == "not_found":
+                self.ledger.set_order_status(cid, "in_doubt", reason="POST in doubt; broker has no such order")
+                self._reject(intent, "order POST in doubt and the broker has no such order; not resubmitted")
+                return
+            order_id = outcome.order_id
+            broker_status = outcome.order_status.upper()
+            self._advance(cid, broker_status, order_id)
+            with self.ledger.transaction():
+                self._queue("orders.events", core.accepted_event(intent, order_id, broker_status, now))
+            log.info("order placed", extra={"fields": {**fields, "order_id": order_id, "status": broker_status,
+                                                       "outcome": outcome.kind}})
+        else:
+            order_id = state.order_id
+        final = state if state is not None and state.final else await self.live.wait_final(
+            cid, order_id, lambda: self.ctx.stopping)
+        if final.status == "TRADED":
+            tick = await self._latest_tick_marker(final.ts_ns())
+            self._advance(cid, "TRADED", final.order_id, final.filled_qty or intent.quantity, final.avg_price_paise, record=False)
+            self._record_fill(intent, tick, final.avg_price_paise, final.order_id, from_status="live")
+        elif final.status == "REJECTED":
+            self._reject(intent, f"broker rejected: {final.reason or 'no reason given'}", final.order_id)
+            await self._count_rejection(final.reason)
+        else:
+            reason = f"broker status {final.status}: {final.reason}"
+            with self.ledger.transaction():
+                self._advance(cid, final.status, final.order_id)
+                if intent.kind == "entry":
+                    self.ledger.cancel_tracker(intent.position_id, reason)
+                self._queue("orders.events", core.cancelled_event(intent, reason, intent.ts_event, intent.tick_id, now))
+
+    def _advance(self, cid: str, broker_status: str, order_id: str, filled: int = 0, avg: int = 0,
+                 record: bool = True) -> None:
+        """Move the order to the broker's status (skipping moves the table already made)."""
+        target = STATUS_MAP.get(broker_status.upper(), "pending")
+        current = self.ledger.get_order(cid)
+        if current is None or current.status == target or target == "traded":
+            return
+        extra: dict[str, Any] = {"broker_order_id": order_id}
+        if filled:
+            extra.update(filled_qty=filled, avg_price_paise=avg)
+        self.ledger.set_order_status(cid, target, **extra)
+
+    def _reject(self, intent: OrderIntent, reason: str, order_id: str = "") -> None:
+        cid = intent.correlation_id
+        with self.ledger.transaction():
+            cur = self.ledger.get_order(cid)
+            if cur is not None and cur.status not in FINAL:
+                self.ledger.set_order_status(cid, "rejected", reason=reason[:500],
+                                             **({"broker_order_id": order_id} if order_id else {}))
+            if intent.kind == "entry":
+                tr = self.ledger.get_tracker(intent.position_id)
+                if tr is not None and tr.status == "pending":
+                    self.ledger.cancel_tracker(intent.position_id, reason[:200])
+            self._queue("orders.events", core.rejected_event(intent, reason, self.ctx.clock.now_ns()))
+        log.warning("order rejected", extra={"fields": {"correlation_id": cid, "position_id": intent.position_id,
+                                                        "kind": intent.kind, "outcome": "rejected", "reason": reason}})
+
+    async def _latest_tick_marker(self, ts_ns: int) -> Tick:
+        """A live fill is stamped with the latest tick id (the pipeline's clock) and broker time."""
+        last = await self.ctx.redis.xrevrange(self.ctx.keys.stream("ticks"), count=1)
+        tid = last[0][0].decode() if last else streamids.ZERO
+        return Tick(msg_id=f"fillmark-{tid}", ts_event=ts_ns, ts_init=self.ctx.clock.now_ns(), tick_id=tid,
+                    segment="", security_id=0, ltp_paise=0)
 
     async def _scan_for_fill(self, intent: OrderIntent, entry: Entry, others: list[Entry]) -> Tick | SessionEnd:
         """Read the ticks after the intent's tick until the fill tick (or the session's end)."""
@@ -243,4 +358,6 @@ class ExecutorService(Service):
         return {"fills": self.fills}
 
     async def stop(self) -> None:
+        if self.live is not None:
+            await self.live.stop()
         self.ledger.close()

@@ -17,6 +17,7 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from services.feed.core import session_messages
+from services.feed.live import LiveFeed, resume_allocator
 from services.feed.replay import load_session
 from shared import streamids, wire
 from shared.bus import Batch, Commit
@@ -44,6 +45,7 @@ class FeedService(Service):
         self._task: asyncio.Task[None] | None = None
         self.done = False
         self.published = 0
+        self.live: LiveFeed | None = None
 
     async def start(self) -> None:
         # A session file is the tick source whenever one is given (a replay, or a test feeding a
@@ -53,9 +55,12 @@ class FeedService(Service):
         elif self.ctx.replay:
             raise ConfigError("env SCALPER_REPLAY_FILE: required in replay mode")
         else:
-            raise ConfigError(
-                "live market feed: the DhanHQ WebSocket client is not wired yet; run in replay mode"
-            )
+            env = self.ctx.config.env
+            if not env.dhan_client_id or not env.access_token:
+                raise ConfigError("env DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN: required for the live feed")
+            self.live = LiveFeed(self.ctx, await resume_allocator(self.ctx))
+            initial = [(ix.segment, ix.security_id) for ix in self.ctx.config.algo.indices if ix.enabled]
+            self._task = asyncio.create_task(self.live.run(initial))
 
     async def _last_id(self) -> str:
         key = self.ctx.keys.stream("ticks")
@@ -136,9 +141,17 @@ class FeedService(Service):
             if isinstance(m, FeedSubscribe):
                 for sid in m.security_ids:
                     self.subscriptions.setdefault((m.segment, sid), set()).add(m.requester)
+                if self.live is not None:
+                    await self.live.client.subscribe([(m.segment, sid) for sid in m.security_ids])
             elif isinstance(m, FeedUnsubscribe):
+                drop = []
                 for sid in m.security_ids:
-                    self.subscriptions.get((m.segment, sid), set()).discard(m.requester)
+                    holders = self.subscriptions.get((m.segment, sid), set())
+                    holders.discard(m.requester)
+                    if not holders:
+                        drop.append((m.segment, sid))
+                if self.live is not None and drop:
+                    await self.live.client.unsubscribe(drop)
             log.info("feed control", extra={"fields": {"type": type(m).__name__, "msg_id": m.msg_id,
                                                        "outcome": "recorded" if self.ctx.replay else "applied"}})
             c.ack(e.stream, e.entry_id)
@@ -154,6 +167,8 @@ class FeedService(Service):
         return self.done
 
     def info(self) -> dict[str, Any]:
+        if self.live is not None:
+            return self.live.info()
         return {"published": self.published, "replay_done": self.done}
 
     async def stop(self) -> None:
