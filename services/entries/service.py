@@ -21,6 +21,8 @@ from services.entries.core import EntriesCore, EntryContext
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry, dead_letter
 from shared.clock import ist_day
+from shared.dhan.rest import DhanRest
+from shared.errors import BrokerError
 from shared.messages import FeedSubscribe, FeedUnsubscribe, Signal, Tick, make_msg_id
 from shared.runtime import Context, Service
 from shared.store.db import connect
@@ -51,6 +53,7 @@ class EntriesService(Service):
         self.ticks_decoder = wire.StreamDecoder("ticks")
         self.intents = 0
         self.heap: list[tuple[tuple[int, int], int, Entry]] = []
+        self.rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token) if env.mode == "live" else None
         self._seq = 0
 
     async def start(self) -> None:
@@ -117,7 +120,28 @@ class EntriesService(Service):
             waited += delay
             delay = min(delay * 2, 0.05)
 
-    def _context(self, signal: Signal) -> EntryContext:
+    async def _broker_inputs(self, signal: Signal) -> tuple[int | None, dict[int, int]]:
+        """Live mode: the broker's available balance and REST LTPs for picks whose tick is stale.
+        A failed funds call leaves funds unknown (the guard refuses); a failed LTP call leaves
+        the stale pick to be refused."""
+        assert self.core is not None and self.rest is not None
+        capital: int | None = None
+        try:
+            capital = (await self.rest.fund_limit()).available_balance_paise
+        except BrokerError as exc:
+            log.warning("funds unknown", extra={"fields": {"signal_id": signal.msg_id, "error": str(exc)}})
+        ltps: dict[int, int] = {}
+        wanted = self.core.rest_ltp_wanted(signal)
+        if wanted:
+            seg = self.ctx.config.algo.index(signal.index).options_segment
+            try:
+                got = await self.rest.ltp({seg: wanted})
+                ltps = {int(sid): p for (_s, sid), p in got.items() if p > 0}
+            except BrokerError as exc:
+                log.warning("REST LTP failed", extra={"fields": {"signal_id": signal.msg_id, "error": str(exc)}})
+        return capital, ltps
+
+    def _context(self, signal: Signal, capital: int | None = None, rest_ltp: dict[int, int] | None = None) -> EntryContext:
         assert self.core is not None
         algo = self.ctx.config.algo
         open_positions = self.ledger.positions_asof(signal.tick_id)
@@ -135,9 +159,7 @@ class EntriesService(Service):
                 self.core.on_position_closed(t.position_id, t.symbol, t.index_key, t.ts_exit or 0)
         state = self.ledger.get_trading_state().state
         if self.ctx.config.env.mode == "paper":
-            capital: int | None = self.core.paper_available_capital(open_positions)
-        else:
-            capital = None  # live funds come from the broker (DhanHQ adapter issue)
+            capital = self.core.paper_available_capital(open_positions)
         return EntryContext(
             trading_state=state,  # type: ignore[arg-type]
             open_positions=open_positions,
@@ -145,6 +167,7 @@ class EntriesService(Service):
             realised_pnl_by_index_paise=by_index,
             available_capital_paise=capital,
             day_start_capital_paise=rupees_to_paise(algo.paper.balance_rupees),
+            rest_ltp_paise=rest_ltp or {},
         )
 
     # -- handling ----------------------------------------------------------------------------
@@ -205,7 +228,8 @@ class EntriesService(Service):
         if isinstance(m, Signal):
             await self._wait_upstream(m)
             await self._advance_ticks(m.tick_id, c, m)
-            ctx = self._context(m)
+            capital, ltps = (await self._broker_inputs(m)) if self.rest is not None else (None, {})
+            ctx = self._context(m, capital, ltps)
             decisions, intents = self.core.on_signal(m, ctx)
             for d in decisions:
                 c.emit("entries.decisions", d)
@@ -224,4 +248,6 @@ class EntriesService(Service):
         return {"intents": self.intents, "tick_cursor": self.tick_cursor}
 
     async def stop(self) -> None:
+        if self.rest is not None:
+            await self.rest.aclose()
         self.ledger.close()
