@@ -113,7 +113,11 @@ class Commit:
 
 
 def instance_name() -> str:
-    return os.environ.get("SCALPER_INSTANCE") or f"{socket.gethostname()}-{os.getpid()}"
+    """A consumer name that survives restarts, so a restarted process re-reads its own pending
+    entries first, in order (a new name would only get them by XAUTOCLAIM, after newer ones).
+    Several instances of one service on one host set SCALPER_INSTANCE (supervisord's
+    ``%(process_num)d``)."""
+    return os.environ.get("SCALPER_INSTANCE") or socket.gethostname()
 
 
 def connect(url: str) -> aioredis.Redis:

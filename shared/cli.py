@@ -3,8 +3,12 @@
     scalper synth ...                       generate a synthetic session (+ instruments CSV)
     scalper db migrate                      apply ledger migrations (safe to run twice)
     scalper instruments import --file PATH  import DhanHQ's scrip master into the ledger
+    scalper record [--compact DAY]          record ticks to Parquet (the recorder process)
     scalper replay FILE [--speed max|N]     replay a session through the supervised pipeline
-    scalper report                          print the trades and totals of a deployment
+    scalper report [--html P] [--png P]     print the trades and totals of a deployment
+    scalper status [--json]                 services, streams, trading state, positions, today
+    scalper tail STREAM [--from-start]      pretty-print a stream's entries as they arrive
+    scalper api [--host H] [--port N]       read-only HTTP API: health, positions, /metrics
     scalper up                              run the six services under supervisord
     scalper halt | resume                   change the trading state
     scalper flatten                         exit every open position
@@ -123,9 +127,62 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     env = _env(a.namespace, a.schema)
     ledger = _ledger(env)
-    print(report.render(report.trade_lines(ledger.closed_trades(a.day)),
-                        title=f"Trades ({env.namespace}/{env.db_schema})"))
+    lines = report.trade_lines(ledger.closed_trades(a.day))
+    title = f"Trades ({env.namespace}/{env.db_schema})"
+    print(report.render(lines, title=title))
+    if a.html or a.png:
+        from shared.ops import htmlreport
+
+        png = htmlreport.equity_png(lines)
+        if a.png:
+            Path(a.png).write_bytes(png)
+            print(f"wrote {a.png}", file=sys.stderr)
+        if a.html:
+            Path(a.html).write_text(htmlreport.render_html(lines, title=title, png=png))
+            print(f"wrote {a.html}", file=sys.stderr)
     return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from shared.ops import status
+
+    env = _env(a.namespace, a.schema)
+    run_dir = Path(a.run_dir or ROOT / "run" / env.namespace)
+    print(status.run(env, run_dir, as_json=a.json,
+                     secrets=[os.environ.get("SCALPER_API_TOKEN", "")]))
+    return 0
+
+
+def cmd_tail(a: argparse.Namespace) -> int:
+    import redis
+
+    from shared.keys import Keys
+    from shared.logs import RedactSecrets
+    from shared.ops import tail
+
+    env = _env(a.namespace)
+    r = redis.Redis.from_url(env.redis_url)
+    try:
+        tail.tail(r, Keys(env.namespace), a.stream, from_start=a.from_start, count=a.count,
+                  redact=RedactSecrets([env.access_token]).redact)
+    except KeyboardInterrupt:
+        pass
+    except redis.RedisError as exc:
+        raise ScalperError(f"cannot read Redis: {exc}") from exc
+    finally:
+        r.close()
+    return 0
+
+
+def cmd_api(a: argparse.Namespace) -> int:
+    from shared import logs
+    from shared.ops import api
+
+    env = _env(a.namespace, a.schema)
+    token = os.environ.get("SCALPER_API_TOKEN", "")
+    api.check_bind(a.host, token)
+    logs.setup("api", env.log_level, secrets=[env.access_token, token])
+    return api.serve(env, a.host, a.port, token)
 
 
 def cmd_up(a: argparse.Namespace) -> int:
@@ -233,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--namespace")
     rep.add_argument("--schema")
     rep.add_argument("--day")
+    rep.add_argument("--html", metavar="PATH", help="also write an HTML report with the equity curve")
+    rep.add_argument("--png", metavar="PATH", help="also write the equity-curve PNG")
+    st = sub.add_parser("status", help="services, streams, trading state, positions, today's PnL")
+    st.add_argument("--json", action="store_true", help="stable JSON instead of the table")
+    st.add_argument("--namespace")
+    st.add_argument("--schema")
+    st.add_argument("--run-dir", help="supervisord's run directory (default run/<namespace>)")
+    tl = sub.add_parser("tail", help="pretty-print a stream's entries as they arrive")
+    tl.add_argument("stream", help="logical stream name: ticks, signals, orders.requests, ...")
+    tl.add_argument("--namespace")
+    tl.add_argument("--from-start", action="store_true", help="start at the oldest entry")
+    tl.add_argument("--count", type=int, help="stop after N entries")
+    ap = sub.add_parser("api", help="read-only HTTP API (health, positions, Prometheus metrics)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8787)
+    ap.add_argument("--namespace")
+    ap.add_argument("--schema")
     up = sub.add_parser("up", help="run the services under supervisord (foreground)")
     up.add_argument("--run-dir")
     for name in ("halt", "resume"):
@@ -251,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         from shared.synth import main as synth_main
 
         return synth_main(argv[1:])
+    if argv[:1] == ["record"]:
+        from services.recorder.__main__ import main as record_main
+
+        return record_main(argv[1:])
     if argv[:2] == ["db", "migrate"]:
         from shared.store.migrate import main as migrate_main
 
@@ -258,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     handlers = {"replay": cmd_replay, "report": cmd_report, "up": cmd_up,
                 "instruments": cmd_instruments, "halt": cmd_state, "resume": cmd_state,
-                "flatten": cmd_flatten}
+                "flatten": cmd_flatten, "status": cmd_status, "tail": cmd_tail, "api": cmd_api}
     try:
         return handlers[a.cmd](a)
     except ScalperError as exc:

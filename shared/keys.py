@@ -60,6 +60,13 @@ class Keys(msgspec.Struct, frozen=True):
         """Set of the signals consumer groups (one per partition of the indices)."""
         return f"{self.prefix}:signals:partitions"
 
+    def recorder_status(self) -> str:
+        return f"{self.prefix}:recorder:status"
+
+    def metrics(self, service: str) -> str:
+        """Per-service latency histograms (JSON; format in shared/ops/metrics.py)."""
+        return f"{self.prefix}:metrics:{service}"
+
     def dedupe(self, logical: str) -> str:
         """Set of msg_ids already published to a stream (idempotent publishing)."""
         return f"{self.prefix}:dedupe:{logical}"

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from shared.clock import fmt_ist
+from shared.ops import htmlreport
 from shared.types import paise_to_rupees_str
 
 
@@ -23,6 +24,8 @@ class TradeLine(msgspec.Struct, frozen=True, kw_only=True):
     pnl_paise: int
     charges_paise: int
     exit_reason: str
+    ts_entry: int = 0
+    ts_exit: int = 0
 
 
 def trade_lines(trackers: Sequence[Any]) -> list[TradeLine]:
@@ -37,7 +40,7 @@ def trade_lines(trackers: Sequence[Any]) -> list[TradeLine]:
             exit_ist=fmt_ist(t.ts_exit) if t.ts_exit else "",
             entry_price_paise=t.entry_price_paise or 0, exit_price_paise=t.exit_price_paise or 0,
             pnl_paise=t.pnl_paise or 0, charges_paise=t.charges_paise or 0,
-            exit_reason=t.exit_reason or "",
+            exit_reason=t.exit_reason or "", ts_entry=t.ts_entry or 0, ts_exit=t.ts_exit or 0,
         ))
     return out
 
@@ -63,4 +66,5 @@ def render(lines: Sequence[TradeLine], title: str = "Trades", synthetic: bool = 
     n_trades = len(lines)
     win_rate = f"{100 * wins / n_trades:.1f}%" if n_trades else "n/a"
     rows.append(f"trades {n_trades}   winners {wins} ({win_rate})   gross PnL ₹{r(gross)}   net PnL ₹{r(net)}")
+    rows.extend(htmlreport.text_lines(lines))
     return "\n".join(rows)

@@ -54,7 +54,8 @@ class Context:
     async def sleep(self, seconds: float) -> None:
         """Sleep that wakes early and raises :class:`Stopping` when the service is told to stop."""
         try:
-            await asyncio.wait_for(self.stop_event.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self.stop_event.wait()
         except TimeoutError:
             return
         raise Stopping()

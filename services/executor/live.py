@@ -149,6 +149,7 @@ class LiveGateway:
                 raise Stopping()
             ev.clear()
             try:
-                await asyncio.wait_for(ev.wait(), POLL_CONNECTED_S if self.socket_up else POLL_DOWN_S)
+                async with asyncio.timeout(POLL_CONNECTED_S if self.socket_up else POLL_DOWN_S):
+                    await ev.wait()
             except TimeoutError:
                 pass

@@ -264,7 +264,8 @@ class ExitsService(Service):
                 actions = self.core.on_clock(m)
             elif isinstance(m, SessionEnd):
                 pass
-            self.last_tick = e.entry_id
+            if streamids.less(self.last_tick, e.entry_id):  # never move back (claimed old entries)
+                self.last_tick = e.entry_id
             self.commit.ack(e.stream, e.entry_id)
             self._state_changes()
             if actions:

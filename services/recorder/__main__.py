@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from services.recorder.service import Recordings, RecorderService, raw_to_parquet, record_dir
+from services.recorder.service import RecorderService, Recordings, raw_to_parquet, record_dir
 from shared.config import load_env
 from shared.errors import ConfigError
 from shared.runtime import main_wrapper
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(args)
     if a.raw_to_parquet:
         raw, out = a.raw_to_parquet
-        res = raw_to_parquet(raw, out)
-        print(f"{res.path}: {res.rows} ticks, {res.packet_errors} malformed packets skipped")
+        conv = raw_to_parquet(raw, out)
+        print(f"{conv.path}: {conv.rows} ticks, {conv.packet_errors} malformed packets skipped")
         return 0
     if a.compact:
         try:

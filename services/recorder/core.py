@@ -72,7 +72,7 @@ SCHEMA: dict[str, Any] = {
 
 def status_key(keys: Keys) -> str:
     """``scalper:{ns}:recorder:status``: the recorder's JSON status (to move into shared/keys)."""
-    return f"{keys.prefix}:recorder:status"
+    return keys.recorder_status()
 
 
 # --------------------------------------------------------------------------- days and names

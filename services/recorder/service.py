@@ -51,6 +51,7 @@ from shared.types import SEGMENT_NAMES
 log = logging.getLogger("recorder")
 
 STATUS_INTERVAL_S = 1.0
+MAX_TRIM_GAPS = 20
 COMPACT_ZSTD_LEVEL = 9
 
 
@@ -385,8 +386,9 @@ def flush_policy(environ: Mapping[str, str] | None = None) -> core.FlushPolicy:
     return core.FlushPolicy(flush_interval_s=interval_s, flush_rows=rows)
 
 
-def _source_metadata(environ: Mapping[str, str]) -> dict[str, str]:
-    """What recorded files carry over from a replayed session file (synthetic, label)."""
+def source_metadata(environ: Mapping[str, str]) -> dict[str, str]:
+    """What recorded files carry over from the session file being replayed, if any
+    (``SCALPER_REPLAY_FILE``): its ``synthetic`` flag and ``label``. Live ticks: synthetic=false."""
     src = environ.get("SCALPER_REPLAY_FILE", "")
     if not src or not Path(src).exists():
         return {"synthetic": "false"}
@@ -409,7 +411,7 @@ class RecorderService(Service):
         e = dict(os.environ if environ is None else environ)
         self.store = Recordings(root or record_dir(ctx.config.env, e))
         self.buffer = core.RowBuffer(policy or flush_policy(e))
-        self.meta = _source_metadata(e)
+        self.meta = source_metadata(e)
         self.fault = e.get("SCALPER_RECORD_FAULT", "")
         self.status_key = core.status_key(ctx.keys)
         self.days_with_parts: set[str] = set()
@@ -419,8 +421,8 @@ class RecorderService(Service):
         self.compacted: dict[str, int] = {}
         self.lag = 0
         self.pending = 0
-        self.trimmed_unread = 0
-        self._warned_trim = 0
+        self.trim_gaps: dict[str, dict[str, Any]] = {}
+        """Gaps of ticks trimmed before being read, keyed by the id they start after."""
         self._last_status = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -432,6 +434,13 @@ class RecorderService(Service):
             "dir": str(self.store.root), "flush_interval_s": self.buffer.policy.flush_interval_s,
             "flush_rows": self.buffer.policy.flush_rows, "stale_tmp_removed": removed,
             "uncompacted_days": sorted(self.days_with_parts), **self.meta}})
+        claim_idle_s = self.ctx.config.algo.runtime.claim_idle_ms / 1000
+        if self.buffer.policy.flush_interval_s >= claim_idle_s:
+            # Buffered entries idle past claim_idle_ms get re-claimed (kept once in the buffer,
+            # but another recorder instance would write them too: duplicates until compaction).
+            log.warning("flush interval is not below runtime.claim_idle_ms", extra={"fields": {
+                "flush_interval_s": self.buffer.policy.flush_interval_s,
+                "claim_idle_s": claim_idle_s}})
         await self._refresh(force=True)
 
     async def handle(self, batch: Batch) -> Commit:
@@ -474,17 +483,18 @@ class RecorderService(Service):
             "parts_written": self.parts_written,
             "lag": self.lag,
             "pending": self.pending,
-            "trimmed_unread": self.trimmed_unread,
+            "trimmed_unread": sum(max(0, g["count"]) for g in self.trim_gaps.values()),
         }
 
     async def stop(self) -> None:
-        if not len(self.buffer):
+        entries = len(self.buffer)
+        if not entries:
             return
         try:  # graceful stop: write and acknowledge what is buffered
             await self._flush()
         except Exception as exc:  # noqa: BLE001 - the entries stay pending and are re-read
             log.warning("final flush failed; buffered entries stay pending",
-                        extra={"fields": {"error": str(exc), "entries": len(self.buffer)}})
+                        extra={"fields": {"error": str(exc), "entries": entries}})
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -493,6 +503,7 @@ class RecorderService(Service):
         written: list[tuple[str, Path, int]] = []
         if fl.rows:
             written = await asyncio.to_thread(self._write_parts, fl)
+            self.days_with_parts.update(day for day, _, _ in written)
         if self.fault == "exit_after_write" and written:
             log.warning("fault injection: exiting after the part rename, before the ack")
             os._exit(70)
@@ -518,7 +529,6 @@ class RecorderService(Service):
         for day, cols in sorted(fl.days.items()):
             df = core.frame(cols)
             path = self.store.write_part(day, df, core.file_metadata(day, **self.meta))
-            self.days_with_parts.add(day)
             out.append((day, path, df.height))
         return out
 
@@ -539,6 +549,7 @@ class RecorderService(Service):
             "service": self.name, "instance": self.ctx.instance, "ts": time.time_ns(),
             "dir": str(self.store.root), **self.info(),
             "uncompacted_days": sorted(self.days_with_parts), "compacted": self.compacted,
+            "trim_gaps": list(self.trim_gaps.values()),
         })
 
     async def _refresh(self, force: bool = False) -> None:
@@ -549,9 +560,11 @@ class RecorderService(Service):
         self._last_status = now
         r = self.ctx.redis
         key = self.ctx.keys.stream("ticks")
-        try:
-            stream = await r.xinfo_stream(key)
-            groups = await r.xinfo_groups(key)
+        try:  # one MULTI, so the stream's and the group's counters agree
+            pipe = r.pipeline(transaction=True)
+            pipe.xinfo_stream(key)
+            pipe.xinfo_groups(key)
+            stream, groups = await pipe.execute()
         except ResponseError:
             return  # no stream yet
         except RedisError as exc:
@@ -563,17 +576,18 @@ class RecorderService(Service):
         self.lag = -1 if lag is None else int(lag)
         self.pending = int(group.get("pending") or 0)
         first = stream.get("first-entry")
-        self.trimmed_unread = core.trimmed_unread(
-            last_delivered=_s(group.get("last-delivered-id")) or streamids.ZERO,
-            first_entry=_s(first[0]) if first else None,
-            length=int(stream.get("length") or 0), lag=None if lag is None else int(lag),
-        )
-        if self.trimmed_unread and self.trimmed_unread != self._warned_trim:
-            self._warned_trim = self.trimmed_unread
-            log.warning("ticks were trimmed from the stream before the recorder read them", extra={
-                "fields": {"trimmed_unread": self.trimmed_unread,
-                           "after_id": _s(group.get("last-delivered-id")),
-                           "first_remaining_id": _s(first[0]) if first else None}})
+        after = _s(group.get("last-delivered-id")) or streamids.ZERO
+        first_id = _s(first[0]) if first else None
+        n = core.trimmed_unread(last_delivered=after, first_entry=first_id,
+                                length=int(stream.get("length") or 0),
+                                lag=None if lag is None else int(lag))
+        if n and self.trim_gaps.get(after, {}).get("count") != n:
+            # Keyed by the id the gap starts after: a gap keeps growing while trimming goes on.
+            self.trim_gaps[after] = {"after_id": after, "first_remaining_id": first_id, "count": n}
+            while len(self.trim_gaps) > MAX_TRIM_GAPS:
+                self.trim_gaps.pop(next(iter(self.trim_gaps)))
+            log.warning("ticks were trimmed from the stream before the recorder read them",
+                        extra={"fields": self.trim_gaps[after]})
         try:
             await r.set(self.status_key, self._status_json())
         except RedisError as exc:

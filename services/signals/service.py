@@ -44,6 +44,7 @@ class SignalsService(Service):
         self.ledger = Ledger(connect(env.database_url, env.db_schema, application_name="signals"))
         self.core: SignalsCore | None = None
         self.signals = 0
+        self.last: str | None = None
 
     @property
     def group(self) -> str:
@@ -114,8 +115,11 @@ class SignalsService(Service):
             if logical == "ticks":
                 last = max(last or eid, eid, key=streamids.parse)
         if last is not None:
+            # Never move the frontier back (entries claimed from a dead consumer can be older).
+            if self.last is None or streamids.less(self.last, last):
+                self.last = last
             c.sets[self.ctx.keys.checkpoint(self.group)] = self.core.snapshot()
-            c.sets[self.ctx.keys.frontier(self.group)] = streamids.successor(last).encode()
+            c.sets[self.ctx.keys.frontier(self.group)] = streamids.successor(self.last).encode()
         return c
 
     def info(self) -> dict[str, Any]:

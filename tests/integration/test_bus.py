@@ -14,12 +14,27 @@ import orjson
 import pytest
 
 from shared import wire
-from shared.bus import Bus, group_state
+from shared.bus import Bus
 from shared.keys import Keys
 from shared.messages import (
-    Clock, DeadLetter, EntryDecision, FeedSubscribe, FeedUnsubscribe, OrderAccepted,
-    OrderCancelled, OrderDryRun, OrderFilled, OrderIntent, OrderRejected, PositionAdjusted,
-    PositionClosed, PositionOpened, SessionEnd, Signal, SignalSkipped, Tick,
+    Clock,
+    DeadLetter,
+    EntryDecision,
+    FeedSubscribe,
+    FeedUnsubscribe,
+    OrderAccepted,
+    OrderCancelled,
+    OrderDryRun,
+    OrderFilled,
+    OrderIntent,
+    OrderRejected,
+    PositionAdjusted,
+    PositionClosed,
+    PositionOpened,
+    SessionEnd,
+    Signal,
+    SignalSkipped,
+    Tick,
 )
 from tests.helpers import eventually
 

@@ -97,7 +97,7 @@ def test_partitioned_signals_equal_one_process_and_a_killed_process_never_duplic
                 else:
                     small = dict(env, SCALPER_CONFIG=str(ROOT / "tests/integration/small_batches.yml"))
                     victim = Proc("services.signals", small, tmp_path, name="victim")
-                    eventually(lambda: len(r.xrange(keys.stream("signals"))) >= 2, 60, message="some signals")
+                    eventually(lambda k=keys: len(r.xrange(k.stream("signals"))) >= 2, 60, message="some signals")
                     victim.p.send_signal(signal.SIGKILL)
                     victim.p.wait(10)
                     assert run_burst(small, tmp_path, "restarted") > 0, "victim finished before the kill"

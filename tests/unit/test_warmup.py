@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from services.signals.core import Snapshot, SignalsCore
+from services.signals.core import SignalsCore, Snapshot
 from shared.clock import ist_to_ns
 from shared.config import load_algo
 from shared.warmup import candles_from_charts, candles_from_session
