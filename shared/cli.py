@@ -12,6 +12,7 @@
     scalper up                              run the six services under supervisord
     scalper halt | resume                   change the trading state
     scalper flatten                         exit every open position
+    scalper sync [--force]                  one reconciliation pass with the broker, printed
 """
 
 from __future__ import annotations
@@ -119,6 +120,29 @@ def cmd_replay(a: argparse.Namespace) -> int:
     ledger = _ledger(env)
     print(report.render(report.trade_lines(ledger.closed_trades()),
                         title=f"Replay of {session.name}", synthetic=synthetic))
+    return 0
+
+
+def cmd_simrun(a: argparse.Namespace) -> int:
+    """The live path against the loopback DhanHQ simulator (see shared.simrun)."""
+    from shared import report
+    from shared.simrun import SimRun
+
+    session = Path(a.session).resolve()
+    instruments = Path(a.instruments) if a.instruments else session.parent / "instruments.csv"
+    env = _env(a.namespace, a.schema)
+    run_dir = Path(a.run_dir or ROOT / "run" / env.namespace)
+    n = reset_deployment(env, instruments)
+    print(f"imported {n} instruments; simulator at {a.speed}x; live mode, orders "
+          f"{'disabled (dry run)' if a.dry_run else 'enabled'}", file=sys.stderr)
+    warmup = session.parent / "previous.parquet"
+    with SimRun(session, instruments, env=env, run_dir=run_dir, speed=str(a.speed), from_hhmm=a.from_hhmm,
+                to_hhmm=a.to_hhmm, orders_enabled=not a.dry_run, faults=a.faults or "", warmup=warmup) as run:
+        run.wait_done(a.timeout, progress=True)
+        trades = run.broker("/trades")
+    ledger = _ledger(env)
+    print(report.render(report.trade_lines(ledger.closed_trades()), title=f"Live run against the simulator: {session.name}"))
+    print(f"simulator trade book: {len(trades) if isinstance(trades, list) else trades} trades")
     return 0
 
 
@@ -262,6 +286,34 @@ def cmd_flatten(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(a: argparse.Namespace) -> int:
+    """One reconciliation pass (``--force``: also outside market hours); print what it found and
+    did. JSON log lines (one per action) go to stderr, the readable report to stdout."""
+    import asyncio
+    import logging
+
+    from services.sync.service import render, run_once
+    from shared.config import load
+    from shared.logs import JsonFormatter, RedactSecrets
+
+    environ = dict(os.environ)
+    if a.namespace:
+        environ["SCALPER_NAMESPACE"] = a.namespace
+    if a.schema:
+        environ["SCALPER_DB_SCHEMA"] = a.schema
+    config = load(environ=environ)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("sync"))
+    handler.addFilter(RedactSecrets([config.env.access_token]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.env.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    report = asyncio.run(run_once(config, force=a.force))
+    print(render(report))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scalper", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--run-dir")
     rp.add_argument("--timeout", type=float, default=1800)
     rp.add_argument("--keep-running", action="store_true")
+    sr = sub.add_parser("simrun", help="the live path end to end against the DhanHQ simulator")
+    sr.add_argument("session")
+    sr.add_argument("--speed", default="20")
+    sr.add_argument("--from", dest="from_hhmm")
+    sr.add_argument("--to", dest="to_hhmm")
+    sr.add_argument("--instruments")
+    sr.add_argument("--namespace", default="simrun")
+    sr.add_argument("--schema", default="simrun")
+    sr.add_argument("--run-dir")
+    sr.add_argument("--faults", help="simulator fault spec, e.g. http_429=3,reject_orders=1")
+    sr.add_argument("--dry-run", action="store_true", help="live mode with orders disabled")
+    sr.add_argument("--timeout", type=float, default=1800)
     rep = sub.add_parser("report", help="trades and totals")
     rep.add_argument("--namespace")
     rep.add_argument("--schema")
@@ -316,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--reason", default="")
     fl.add_argument("--namespace")
     fl.add_argument("--schema")
+    sy = sub.add_parser("sync", help="one reconciliation pass with the broker; print every "
+                                     "difference and action (exit 1 if not ok)")
+    sy.add_argument("--force", action="store_true", help="run even outside market hours")
+    sy.add_argument("--namespace")
+    sy.add_argument("--schema")
     return p
 
 
@@ -334,9 +403,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return migrate_main(argv[2:])
     a = build_parser().parse_args(argv)
-    handlers = {"replay": cmd_replay, "report": cmd_report, "up": cmd_up,
+    handlers = {"simrun": cmd_simrun, "replay": cmd_replay, "report": cmd_report, "up": cmd_up,
                 "instruments": cmd_instruments, "halt": cmd_state, "resume": cmd_state,
-                "flatten": cmd_flatten, "status": cmd_status, "tail": cmd_tail, "api": cmd_api}
+                "flatten": cmd_flatten, "status": cmd_status, "tail": cmd_tail, "api": cmd_api,
+                "sync": cmd_sync}
     try:
         return handlers[a.cmd](a)
     except ScalperError as exc:

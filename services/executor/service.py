@@ -141,7 +141,8 @@ class ExecutorService(Service):
                         position_id=intent.position_id, index_key=intent.index, segment=intent.segment,
                         security_id=intent.security_id, symbol=intent.symbol,
                         option_type=intent.symbol[-2:] if intent.symbol[-2:] in ("CE", "PE") else "",
-                        quantity=intent.quantity, signal_id=intent.signal_id, paper=True,
+                        quantity=intent.quantity, signal_id=intent.signal_id,
+                        paper=self.ctx.config.env.mode == "paper",
                     )
             order = self.ledger.get_order(intent.correlation_id)
             if problem:
@@ -213,13 +214,17 @@ class ExecutorService(Service):
                                     side=intent.side, quantity=intent.quantity, price_paise=price,
                                     ts_event=tick.ts_event, tick_id=tick.tick_id)
             self._queue("orders.events", core.filled_event(intent, tick, price, broker_id, now))
+            tr = self.ledger.get_tracker(intent.position_id)
             if intent.kind == "entry":
-                self.ledger.activate_tracker(intent.position_id, entry_price_paise=price,
-                                             quantity=intent.quantity, entry_tick_id=tick.tick_id,
-                                             ts_entry=tick.ts_event)
+                if tr is not None and tr.status == "pending":  # sync may have settled it already
+                    self.ledger.activate_tracker(intent.position_id, entry_price_paise=price,
+                                                 quantity=intent.quantity, entry_tick_id=tick.tick_id,
+                                                 ts_entry=tick.ts_event)
                 self._queue("positions", core.opened_event(intent, tick, price, now))
+            elif tr is not None and tr.status != "active":
+                log.warning("exit fill for a position no longer active (settled by sync?)",
+                            extra={"fields": {**fields, "tracker_status": tr.status}})
             else:
-                tr = self.ledger.get_tracker(intent.position_id)
                 assert tr is not None and tr.entry_price_paise is not None
                 closed = core.closed_event(intent, tick, tr.entry_price_paise, price, intent.quantity, now)
                 self.ledger.close_tracker(intent.position_id, exit_price_paise=price,
@@ -249,11 +254,11 @@ class ExecutorService(Service):
             return
         state = None
         order_id = ""
-        if status in ("submitting", "in_doubt"):
+        if status != "new":
             # We may have sent it before a crash: the broker decides, never a blind resubmit.
             state = await self.live.lookup(cid)
-            if state is None and status == "in_doubt":
-                self._reject(intent, "order was in doubt and the broker has no such order; not resubmitted")
+            if state is None and status != "submitting":
+                self._reject(intent, f"order was {status} and the broker has no such order; not resubmitted")
                 return
             log.info("recovered order state", extra={"fields": {**fields, "found": state is not None}})
         if state is None:

@@ -300,6 +300,12 @@ class ExitsCore:
             hwm_ltp_paise=msg.entry_price_paise,
         )
 
+    def on_position_adjusted(self, position_id: str, quantity: int) -> None:
+        """A correction from sync: the broker's quantity is the truth."""
+        pos = self._positions.get(position_id)
+        if pos is not None and quantity > 0:
+            pos.quantity = quantity
+
     def restore_hwm(self, position_id: str, hwm_ltp_paise: int) -> None:
         """Raise a position's high-water LTP to a persisted value (rebuild after losing Redis)."""
         pos = self._positions.get(position_id)

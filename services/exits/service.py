@@ -23,7 +23,15 @@ import msgspec
 from services.exits.core import ExitAction, ExitsCore
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry
-from shared.messages import Clock, OrderRejected, PositionClosed, PositionOpened, SessionEnd, Tick
+from shared.messages import (
+    Clock,
+    OrderRejected,
+    PositionAdjusted,
+    PositionClosed,
+    PositionOpened,
+    SessionEnd,
+    Tick,
+)
 from shared.runtime import Context, Service
 from shared.store.db import connect
 from shared.store.ledger import Ledger
@@ -120,6 +128,8 @@ class ExitsService(Service):
                 log.info("caught up late position", extra={"fields": {
                     "position_id": m.position_id, "from": m.entry_tick_id, "to": self.last_tick,
                     "outcome": "exit" if actions else "open"}})
+        elif isinstance(m, PositionAdjusted):
+            self.core.on_position_adjusted(m.position_id, m.quantity)
         elif isinstance(m, PositionClosed):
             self.core.on_position_closed(m)
             self.hwm_saved.pop(m.position_id, None)

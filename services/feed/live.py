@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from services.feed.core import TickIdAllocator
@@ -32,6 +33,13 @@ class LiveFeed:
                                            on_packets=self.on_packets, mode="full")
         self.halted: str = ""
         self.published = 0
+        # Event time of live ticks: the receive time (default), or the exchange's last-trade time
+        # (SCALPER_EVENT_TIME=exchange: whole seconds, kept strictly increasing in arrival order),
+        # which is what a simulator replaying a past session at N x needs.
+        self.exchange_time = os.environ.get("SCALPER_EVENT_TIME", "receive") == "exchange"
+        self._last_ts = 0
+        self._next_clock = 0
+        self._clock_ns = ctx.config.algo.runtime.clock_interval_ms * 1_000_000
         self._key = ctx.keys.stream("ticks")
         self._maxlen = ctx.config.algo.streams.maxlen.get("ticks", 3_000_000)
 
@@ -43,7 +51,19 @@ class LiveFeed:
             fields = packet_to_fields(p, recv_ns)
             if fields is None:
                 continue
-            tid = self.ids.next_id(recv_ns)
+            ts = recv_ns
+            if self.exchange_time and fields.get("ltt_s"):
+                ts = max(fields["ltt_s"] * 1_000_000_000, self._last_ts + 1)
+                self._last_ts = ts
+                fields["ts_event"] = ts
+                if not self._next_clock:
+                    self._next_clock = (ts // self._clock_ns + 1) * self._clock_ns
+                while ts >= self._next_clock:
+                    cid = self.ids.next_id(self._next_clock)
+                    c = Clock(msg_id=f"clk-{cid}", ts_event=self._next_clock, ts_init=now, tick_id=cid)
+                    pipe.xadd(self._key, wire.encode(c), id=cid, maxlen=self._maxlen, approximate=True)
+                    self._next_clock += self._clock_ns
+            tid = self.ids.next_id(ts)
             t = Tick(msg_id=f"tick-{tid}", ts_init=now, tick_id=tid, **fields)
             pipe.xadd(self._key, wire.encode(t), id=tid, maxlen=self._maxlen, approximate=True)
             if t.ltp_paise > 0:  # the latest-tick hash only moves on a positive LTP
@@ -56,6 +76,8 @@ class LiveFeed:
             self.published += n
 
     async def clock_loop(self) -> None:
+        if self.exchange_time:
+            return  # clocks follow exchange time, written with the ticks
         interval = self.ctx.config.algo.runtime.clock_interval_ms / 1000
         while not self.ctx.stopping:
             await self.ctx.sleep(interval)
