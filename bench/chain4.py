@@ -59,8 +59,9 @@ def _percentile(sorted_vals: list[int], q: float) -> float:
     return float(sorted_vals[k])
 
 
-def run_chain(redis_url: str, namespace: str, messages: int, rate_per_s: float,
-              payload: bytes) -> dict[str, float]:
+def run_chain(
+    redis_url: str, namespace: str, messages: int, rate_per_s: float, payload: bytes
+) -> dict[str, float]:
     """One run: start four relays, send ``messages`` at ``rate_per_s``; latency stats in µs."""
     import redis
 
@@ -68,8 +69,16 @@ def run_chain(redis_url: str, namespace: str, messages: int, rate_per_s: float,
     r = redis.Redis.from_url(redis_url)
     r.delete(*keys)
     relays = [
-        subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--relay", redis_url,
-                          keys[i], keys[i + 1]])
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--relay",
+                redis_url,
+                keys[i],
+                keys[i + 1],
+            ]
+        )
         for i in range(HOPS)
     ]
     total = WARMUP + messages
@@ -158,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     env = env_config()
     payload = tick_payload()
-    res = [run_chain(env.redis_url, throwaway(), a.messages, a.rate, payload) for _ in range(a.runs)]
+    res = [
+        run_chain(env.redis_url, throwaway(), a.messages, a.rate, payload) for _ in range(a.runs)
+    ]
     for k in ("p50_us", "p99_us", "max_us"):
-        print(f"{k}: median {statistics.median(r[k] for r in res):,.0f} "
-              f"(runs: {', '.join(f'{r[k]:,.0f}' for r in res)})")
+        print(
+            f"{k}: median {statistics.median(r[k] for r in res):,.0f} "
+            f"(runs: {', '.join(f'{r[k]:,.0f}' for r in res)})"
+        )
     return 0
 
 

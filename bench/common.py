@@ -59,8 +59,9 @@ def env_config() -> Any:
     """The project's environment settings (REDIS_URL, DATABASE_URL with their defaults)."""
     from shared.config import load_env
 
-    return load_env({k: v for k, v in os.environ.items() if k not in ("SCALPER_NAMESPACE",
-                                                                       "SCALPER_DB_SCHEMA")})
+    return load_env(
+        {k: v for k, v in os.environ.items() if k not in ("SCALPER_NAMESPACE", "SCALPER_DB_SCHEMA")}
+    )
 
 
 def throwaway(prefix: str = "bench") -> str:
@@ -149,7 +150,8 @@ def _cpu_model() -> str:
         if m:
             model = m.group(1).strip()
             mhz = re.search(r"^CPU max MHz:\s*(.+)$", out, re.M) or re.search(
-                r"^CPU MHz:\s*(.+)$", out, re.M)
+                r"^CPU MHz:\s*(.+)$", out, re.M
+            )
             return model + (f" ({float(mhz.group(1)):.0f} MHz)" if mhz else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -196,11 +198,13 @@ def machine(redis_url: str, database_url: str) -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "redis": f"{info['redis_version']} (AOF {'on' if persistence.get('aof_enabled') else 'off'}, "
-                 f"maxmemory {mem.get('maxmemory_human', '?')}, {redis_url})",
+        f"maxmemory {mem.get('maxmemory_human', '?')}, {redis_url})",
         "postgresql": f"{pg} ({database_url.split('@')[-1]})",
-        "libraries": (f"redis-py {ver('redis')}, hiredis {ver('hiredis')}, msgspec {ver('msgspec')}, "
-                      f"orjson {ver('orjson')}, polars {ver('polars')}, psycopg {ver('psycopg')}, "
-                      f"supervisor {ver('supervisor')}, py-spy {ver('py-spy')}"),
+        "libraries": (
+            f"redis-py {ver('redis')}, hiredis {ver('hiredis')}, msgspec {ver('msgspec')}, "
+            f"orjson {ver('orjson')}, polars {ver('polars')}, psycopg {ver('psycopg')}, "
+            f"supervisor {ver('supervisor')}, py-spy {ver('py-spy')}"
+        ),
         "load average at start": load,
     }
 

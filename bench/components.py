@@ -85,14 +85,73 @@ def _prototypes(codec):  # type: ignore[no-untyped-def]
 
     def flat(m: bytes) -> FlatFull:
         v = unpack(m, 0)
-        return FlatFull(v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
-                        v[13], v[14], v[15], v[16], v[17], v[18:])
+        return FlatFull(
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            v[7],
+            v[8],
+            v[9],
+            v[10],
+            v[11],
+            v[12],
+            v[13],
+            v[14],
+            v[15],
+            v[16],
+            v[17],
+            v[18:],
+        )
 
     def lazy(m: bytes) -> LazyFull:
-        (_, _, seg, sid, ltp, ltq, ltt, atp, vol, sell, buy, oi, oi_hi, oi_lo, op, cl, hi, lo,
-         a0, a1, a2, a3, a4, a5) = head(m, 0)
-        return LazyFull(seg, sid, ltp, ltq, ltt, atp, vol, sell, buy, oi, oi_hi, oi_lo, op, cl,
-                        hi, lo, (a0, a1, a2, a3, a4, a5), m)
+        (
+            _,
+            _,
+            seg,
+            sid,
+            ltp,
+            ltq,
+            ltt,
+            atp,
+            vol,
+            sell,
+            buy,
+            oi,
+            oi_hi,
+            oi_lo,
+            op,
+            cl,
+            hi,
+            lo,
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+        ) = head(m, 0)
+        return LazyFull(
+            seg,
+            sid,
+            ltp,
+            ltq,
+            ltt,
+            atp,
+            vol,
+            sell,
+            buy,
+            oi,
+            oi_hi,
+            oi_lo,
+            op,
+            cl,
+            hi,
+            lo,
+            (a0, a1, a2, a3, a4, a5),
+            m,
+        )
 
     return flat, lazy
 
@@ -108,12 +167,17 @@ def decode(runs: int, distinct: int, repeat: int) -> tuple[Figure, Figure, list[
     n = len(fulls)
     decode_message = codec.decode_message
     unpack = codec._FULL.unpack_from
-    fig = Figure("Full packets decoded, decode_message", "packets/s",
-                 extra={"packets": n, "distinct": distinct, "seed": DECODE_SEED})
+    fig = Figure(
+        "Full packets decoded, decode_message",
+        "packets/s",
+        extra={"packets": n, "distinct": distinct, "seed": DECODE_SEED},
+    )
     floor = Figure("floor: struct unpack_from alone (Full layout)", "packets/s")
     flat, lazy = _prototypes(codec)
-    protos = [Figure("prototype: flat struct, depth as one tuple", "packets/s"),
-              Figure("prototype: lazy (header + best level, raw bytes kept)", "packets/s")]
+    protos = [
+        Figure("prototype: flat struct, depth as one tuple", "packets/s"),
+        Figure("prototype: lazy (header + best level, raw bytes kept)", "packets/s"),
+    ]
     ref = codec.decode_packet(fulls[0])
     assert flat(fulls[0]).ltp == lazy(fulls[0]).ltp == ref.ltp
     gc.collect()
@@ -142,16 +206,33 @@ def _copy_floor(database_url: str, schema: str, instruments: list) -> float:  # 
     conn = connect(database_url, schema, application_name="bench-floor")
     try:
         with conn.transaction():
-            conn.execute("CREATE TEMP TABLE _floor_in (LIKE instruments INCLUDING DEFAULTS) ON COMMIT DROP")
+            conn.execute(
+                "CREATE TEMP TABLE _floor_in (LIKE instruments INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
             t0 = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(
-                f"COPY _floor_in ({', '.join(COLUMNS)}) FROM STDIN"
-            ) as copy:
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY _floor_in ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+            ):
                 for i in instruments:
-                    copy.write_row((i.security_id, i.segment, i.exchange, i.instrument,
-                                    i.underlying, i.symbol, i.display_name, i.expiry or None,
-                                    i.strike_paise, i.option_type, i.lot_size, i.tick_size_paise,
-                                    i.expiry_flag, i.freeze_qty))
+                    copy.write_row(
+                        (
+                            i.security_id,
+                            i.segment,
+                            i.exchange,
+                            i.instrument,
+                            i.underlying,
+                            i.symbol,
+                            i.display_name,
+                            i.expiry or None,
+                            i.strike_paise,
+                            i.option_type,
+                            i.lot_size,
+                            i.tick_size_paise,
+                            i.expiry_flag,
+                            i.freeze_qty,
+                        )
+                    )
             return time.perf_counter() - t0
     finally:
         conn.close()
@@ -177,8 +258,9 @@ def scrip_import(runs: int, rows: int) -> dict[str, Figure]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = write_files(generate_rows(rows, SCRIP_SEED), Path(tmp))["detailed"]
-        figs["total"].extra.update(rows=rows, file_mb=round(path.stat().st_size / 1e6, 1),
-                                   seed=SCRIP_SEED)
+        figs["total"].extra.update(
+            rows=rows, file_mb=round(path.stat().st_size / 1e6, 1), seed=SCRIP_SEED
+        )
         for _ in range(runs):
             t0 = time.perf_counter()
             pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
@@ -208,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    fig, floor, protos = decode(3 if a.quick else 7, 2_000 if a.quick else 10_000, 5 if a.quick else 20)
+    fig, floor, protos = decode(
+        3 if a.quick else 7, 2_000 if a.quick else 10_000, 5 if a.quick else 20
+    )
     for f in (fig, floor, *protos):
         print(f"{f.name:<50} {f.median:>12,.0f} {f.unit} (median of {f.runs})")
     for f in scrip_import(2 if a.quick else 5, 50_000 if a.quick else 250_000).values():

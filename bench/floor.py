@@ -74,7 +74,9 @@ def xadd_once(redis_url: str, namespace: str, entries: list[tuple[str, dict[str,
     return len(entries) / elapsed
 
 
-def xadd_once_async(redis_url: str, namespace: str, entries: list[tuple[str, dict[str, bytes]]]) -> float:
+def xadd_once_async(
+    redis_url: str, namespace: str, entries: list[tuple[str, dict[str, bytes]]]
+) -> float:
     """The same pass with redis-py's asyncio client (the one the services use)."""
     import redis.asyncio as aioredis
 
@@ -98,8 +100,9 @@ def xadd_once_async(redis_url: str, namespace: str, entries: list[tuple[str, dic
     return asyncio.run(go())
 
 
-def xreadgroup_once_async(redis_url: str, namespace: str,
-                          entries: list[tuple[str, dict[str, bytes]]], batch: int = 500) -> float:
+def xreadgroup_once_async(
+    redis_url: str, namespace: str, entries: list[tuple[str, dict[str, bytes]]], batch: int = 500
+) -> float:
     """Entries per second read and acknowledged by one asyncio consumer (stream filled first)."""
     import redis
     import redis.asyncio as aioredis

@@ -65,14 +65,16 @@ class ServiceSampler:
             out = supervisorctl(self.run_dir, "status").stdout
         except subprocess.SubprocessError:
             return {}
-        return {m.group(1): int(m.group(3)) for m in _STATUS_RE.finditer(out)
-                if m.group(2) == "RUNNING"}
+        return {
+            m.group(1): int(m.group(3)) for m in _STATUS_RE.finditer(out) if m.group(2) == "RUNNING"
+        }
 
     def sample(self) -> None:
         """Read every known pid; look the pids up again (at most once a second) when needed."""
         now, wall = time.monotonic(), time.time()
         missing = len(self.current) < len(PROGRAMS) or any(
-            not Path(f"/proc/{pid}").exists() for pid in self.current.values())
+            not Path(f"/proc/{pid}").exists() for pid in self.current.values()
+        )
         if missing and now - self._last_lookup >= 1.0:
             self._last_lookup = now
             for name, pid in self.lookup().items():
@@ -112,9 +114,18 @@ _SERVICE_IMPORTS = (
 def floor_rss_kb() -> dict[str, int]:
     """Peak RSS (kB) of a bare interpreter and of one with the services' imports done."""
     out = {}
-    for name, imports in (("bare interpreter", ""), ("interpreter + service imports", _SERVICE_IMPORTS)):
-        res = subprocess.run([sys.executable, "-c", _FLOOR_CODE.format(imports=imports)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120, check=True)
+    for name, imports in (
+        ("bare interpreter", ""),
+        ("interpreter + service imports", _SERVICE_IMPORTS),
+    ):
+        res = subprocess.run(
+            [sys.executable, "-c", _FLOOR_CODE.format(imports=imports)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+            check=True,
+        )
         out[name] = int(res.stdout.strip())
     return out
 
@@ -195,8 +206,13 @@ def peak_stages_kb(session: Path) -> list[tuple[str, int, int]]:
 
     out = []
     for step, label in STEPS:
-        res = subprocess.run([sys.executable, "-c", _STEP_CODE, step, str(session)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+        res = subprocess.run(
+            [sys.executable, "-c", _STEP_CODE, step, str(session)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
         if res.returncode != 0:
             raise RuntimeError(f"memory step {step} failed:\n{res.stderr[-2000:]}")
         before, peak = json.loads(res.stdout)

@@ -28,11 +28,25 @@ RATE_HZ = 100
 _FRAME_RE = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*)\)$")
 # Leaf frames that mean "waiting for something", not computing (py-spy without --idle drops most
 # idle samples itself; these catch the rest).
-_WAIT_LEAVES = {"select", "EpollSelector.select", "poll", "epoll", "_worker", "Condition.wait",
-                "Event.wait"}
-_PACKAGES = (("redis/", "redis-py"), ("asyncio/", "asyncio"), ("psycopg", "psycopg"),
-             ("polars/", "polars"), ("logging/", "logging"), ("services/", "project"),
-             ("shared/", "project"), ("msgspec", "msgspec"))
+_WAIT_LEAVES = {
+    "select",
+    "EpollSelector.select",
+    "poll",
+    "epoll",
+    "_worker",
+    "Condition.wait",
+    "Event.wait",
+}
+_PACKAGES = (
+    ("redis/", "redis-py"),
+    ("asyncio/", "asyncio"),
+    ("psycopg", "psycopg"),
+    ("polars/", "polars"),
+    ("logging/", "logging"),
+    ("services/", "project"),
+    ("shared/", "project"),
+    ("msgspec", "msgspec"),
+)
 
 
 def py_spy() -> str | None:
@@ -99,8 +113,10 @@ def summarise(raw: Path) -> ProgramProfile:
             continue
         prof.self_time[f"{func} ({file})"] += count
         prof.packages[package_of(file)] += count
-        owner = next((f"{f} ({p})" for f, p in reversed(frames)
-                      if p.startswith(("services/", "shared/"))), "(no project frame)")
+        owner = next(
+            (f"{f} ({p})" for f, p in reversed(frames) if p.startswith(("services/", "shared/"))),
+            "(no project frame)",
+        )
         prof.owner[owner] += count
     return prof
 
@@ -116,9 +132,23 @@ def profile_replay(out_dir: Path) -> tuple[ReplayRun, dict[str, ProgramProfile]]
     def attach(pids: dict[str, int]) -> None:
         for name, pid in pids.items():
             spies[name] = subprocess.Popen(
-                [exe, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking",
-                 "--nolineno", "--format", "raw", "-o", str(out_dir / f"{name}.txt")],
-                stdout=subprocess.DEVNULL, stderr=open(out_dir / f"{name}.py-spy.log", "wb"))
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(RATE_HZ),
+                    "--nonblocking",
+                    "--nolineno",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(out_dir / f"{name}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(out_dir / f"{name}.py-spy.log", "wb"),
+            )
 
     run = run_replay(on_pids=attach, keep_dir=out_dir / "logs")
     profiles: dict[str, ProgramProfile] = {}
@@ -144,13 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=12)
     a = p.parse_args(argv)
     run, profiles = profile_replay(a.out)
-    print(f"profiled replay: {run.ticks_per_s:,.0f} ticks/s (py-spy attached); raw stacks in {a.out}")
+    print(
+        f"profiled replay: {run.ticks_per_s:,.0f} ticks/s (py-spy attached); raw stacks in {a.out}"
+    )
     for name, prof in profiles.items():
         if prof.error:
             print(f"\n== {name}: {prof.error}")
             continue
-        print(f"\n== {name}: {prof.samples} samples, {prof.waiting / max(prof.samples, 1):.0%} waiting, "
-              f"CPU {run.cpu_s.get(name, 0):.1f}s")
+        print(
+            f"\n== {name}: {prof.samples} samples, {prof.waiting / max(prof.samples, 1):.0%} waiting, "
+            f"CPU {run.cpu_s.get(name, 0):.1f}s"
+        )
         for which in ("packages", "owner", "self"):
             print(f"  top {which}:")
             for fn, pct in prof.top(which, a.top):

@@ -53,9 +53,15 @@ class ReplayRun:
     group_done_s: dict[str, float] = field(default_factory=dict)  # "group@stream" -> s after start
     window: str = "whole session"
     hwm_kb: dict[str, int] = field(default_factory=dict)
-    hwm_at_s: dict[str, float] = field(default_factory=dict)  # when the peak was reached (s after start)
-    timeline: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # (s after start, RSS kB)
-    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds between feed start and drained
+    hwm_at_s: dict[str, float] = field(
+        default_factory=dict
+    )  # when the peak was reached (s after start)
+    timeline: dict[str, list[tuple[float, int]]] = field(
+        default_factory=dict
+    )  # (s after start, RSS kB)
+    cpu_s: dict[str, float] = field(
+        default_factory=dict
+    )  # CPU seconds between feed start and drained
     restarts: dict[str, int] = field(default_factory=dict)
     redis_cpu_s: float = 0.0  # Redis server CPU seconds between feed start and drained
     machine_busy: float = 0.0  # fraction of all cores busy between feed start and drained
@@ -105,10 +111,15 @@ def _delta(series: list[tuple[float, float]], start: float, end: float) -> float
     return inside[-1] - inside[0] if len(inside) >= 2 else float("nan")
 
 
-def run_replay(namespace: str | None = None, *, timeout_s: float = 1200,
-               on_pids: Callable[[dict[str, int]], None] | None = None,
-               keep_dir: Path | None = None, window: tuple[str, str] | None = None,
-               pythonpath: str = "") -> ReplayRun:
+def run_replay(
+    namespace: str | None = None,
+    *,
+    timeout_s: float = 1200,
+    on_pids: Callable[[dict[str, int]], None] | None = None,
+    keep_dir: Path | None = None,
+    window: tuple[str, str] | None = None,
+    pythonpath: str = "",
+) -> ReplayRun:
     """One replay of the sample session (or of an IST ``window`` of it, e.g. ("09:15", "09:45")).
 
     ``on_pids`` is called once with the programs' pids; ``pythonpath`` is prepended to the
@@ -162,8 +173,21 @@ def run_replay(namespace: str | None = None, *, timeout_s: float = 1200,
                 pass
             stop.wait(POLL_S)
 
-    cmd = [*_scalper(), "replay", str(SESSION), "--speed", "max", "--namespace", ns,
-           "--schema", ns, "--run-dir", str(run_dir), "--timeout", str(timeout_s)]
+    cmd = [
+        *_scalper(),
+        "replay",
+        str(SESSION),
+        "--speed",
+        "max",
+        "--namespace",
+        ns,
+        "--schema",
+        ns,
+        "--run-dir",
+        str(run_dir),
+        "--timeout",
+        str(timeout_s),
+    ]
     if window:
         cmd += ["--from", window[0], "--to", window[1]]
     env_vars = dict(os.environ)
@@ -173,8 +197,9 @@ def run_replay(namespace: str | None = None, *, timeout_s: float = 1200,
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout_s + 120, env=env_vars)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s + 120, env=env_vars
+        )
         res.cli_wall_s = time.monotonic() - t0
         stop.set()
         thread.join(5)
@@ -230,15 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(a.runs):
         run = run_replay(window=window, pythonpath=a.pythonpath)
         runs.append(run)
-        print(f"run {i + 1}: {run.ticks:,} ticks in {run.wall_s:.1f}s = {run.ticks_per_s:,.0f} ticks/s "
-              f"(CLI drained {run.cli_drained_s:.1f}s, feed {run.feed_entries_per_s:,.0f} entries/s, "
-              f"trades {run.trades}, machine busy {run.machine_busy:.0%}, redis cpu {run.redis_cpu_s:.1f}s)")
-        print("   peak RSS MiB: " + ", ".join(f"{k} {v / 1024:.0f} (at {run.hwm_at_s[k]:.1f}s)"
-                                              for k, v in run.hwm_kb.items()))
-        print(f"   feed finished at {run.feed_finished - run.feed_start:.1f}s, drained at {run.wall_s:.1f}s")
+        print(
+            f"run {i + 1}: {run.ticks:,} ticks in {run.wall_s:.1f}s = {run.ticks_per_s:,.0f} ticks/s "
+            f"(CLI drained {run.cli_drained_s:.1f}s, feed {run.feed_entries_per_s:,.0f} entries/s, "
+            f"trades {run.trades}, machine busy {run.machine_busy:.0%}, redis cpu {run.redis_cpu_s:.1f}s)"
+        )
+        print(
+            "   peak RSS MiB: "
+            + ", ".join(
+                f"{k} {v / 1024:.0f} (at {run.hwm_at_s[k]:.1f}s)" for k, v in run.hwm_kb.items()
+            )
+        )
+        print(
+            f"   feed finished at {run.feed_finished - run.feed_start:.1f}s, drained at {run.wall_s:.1f}s"
+        )
         print("   CPU s:        " + ", ".join(f"{k} {v:.1f}" for k, v in run.cpu_s.items()))
         print("   group done s: " + ", ".join(f"{k} {v:.1f}" for k, v in run.group_done_s.items()))
-    print(f"median {statistics.median(r.ticks_per_s for r in runs):,.0f} ticks/s over {len(runs)} runs")
+    print(
+        f"median {statistics.median(r.ticks_per_s for r in runs):,.0f} ticks/s over {len(runs)} runs"
+    )
     return 0
 
 

@@ -87,6 +87,8 @@ class Signal(Message, tag="signal", frozen=True, kw_only=True):
     confidence: float
     multiplier: int
     reason: str
+    ts_origin: int = 0
+    """Wall UTC ns at which the feed built the originating tick (stage latency tracing)."""
 
 
 class SignalSkipped(Message, tag="signal.skipped", frozen=True, kw_only=True):
@@ -142,6 +144,8 @@ class OrderIntent(Message, tag="order.intent", frozen=True, kw_only=True):
     signal_id: str = ""
     order_type: str = "MARKET"
     limit_price_paise: int = 0
+    ts_origin: int = 0
+    """Wall UTC ns at which the feed built the tick that led to this intent (tick-to-order)."""
 
 
 RequestFamily = OrderIntent

@@ -18,6 +18,7 @@ from shared.bus import Batch, Bus, Commit, Consumer, dead_letter, heartbeat, ins
 from shared.clock import Clock
 from shared.config import Config
 from shared.keys import Keys
+from shared.ops.metrics import LatencyHistograms
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Service:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.handled = 0
+        self.metrics = LatencyHistograms()
 
     @property
     def group(self) -> str:
@@ -128,6 +130,9 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
                 last_hb = now
                 await heartbeat(ctx.redis, ctx.keys, svc.group, ctx.instance, cfg.heartbeat_ttl_s,
                                 {"handled": svc.handled, **svc.info()})
+                await ctx.redis.set(ctx.keys.metrics(svc.group),
+                                    svc.metrics.to_json(svc.group, time.time_ns(), ctx.instance),
+                                    ex=cfg.heartbeat_ttl_s)
             if consumer is None:
                 try:
                     await svc.idle()
@@ -179,7 +184,12 @@ async def _handle_with_drain(svc: Service, batch: Batch, deadline_s: float) -> b
 
 async def _handle(svc: Service, batch: Batch) -> None:
     ctx = svc.ctx
+    t0 = time.time_ns()
+    for e in batch.entries:  # wall time from the producer building the message to us reading it
+        if e.msg.ts_init:
+            svc.metrics.observe("queue", max(0, t0 - e.msg.ts_init) / 1e6)
     commit = await svc.handle(batch)
+    svc.metrics.observe("batch", (time.time_ns() - t0) / 1e6)
     now = ctx.clock.now_ns()
     for logical, eid, fields, error in batch.dead:
         log.warning("dead letter", extra={"fields": {"stream": logical, "entry_id": eid, "error": error}})

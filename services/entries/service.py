@@ -237,6 +237,7 @@ class EntriesService(Service):
                     "signal_id": m.msg_id, "msg_id": d.msg_id, "tick_id": m.tick_id, "rule": d.rule,
                     "reason": d.reason, "outcome": "accepted" if d.accepted else "refused"}})
             for it in intents:
+                it = msgspec.structs.replace(it, ts_origin=m.ts_origin)
                 c.emit("orders.requests", it)
                 self.intents += 1
         c.ack(e.stream, e.entry_id)

@@ -17,6 +17,7 @@ stages can tell exactly which fills are known (``executor:state``, see ``shared.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -183,6 +184,7 @@ class ExecutorService(Service):
         return None
 
     async def _fill_paper(self, intent: OrderIntent, entry: Entry, others: list[Entry]) -> None:
+        self._observe_order(intent)  # the paper "broker call"
         found = await self._scan_for_fill(intent, entry, others)
         now = self.ctx.clock.now_ns()
         cid = intent.correlation_id
@@ -237,6 +239,11 @@ class ExecutorService(Service):
         log.info("order filled", extra={"fields": {**fields, "outcome": "filled", "price_paise": price,
                                                    "fill_tick_id": tick.tick_id}})
 
+    def _observe_order(self, intent: OrderIntent) -> None:
+        """Tick-to-order latency: from the feed building the originating tick to the broker call."""
+        if intent.ts_origin:
+            self.metrics.observe(f"tick_to_order_{intent.kind}", max(0, time.time_ns() - intent.ts_origin) / 1e6)
+
     async def _execute_live(self, intent: OrderIntent, status: str) -> None:
         assert self.live is not None
         cid = intent.correlation_id
@@ -264,6 +271,7 @@ class ExecutorService(Service):
         if state is None:
             if status == "new":
                 self.ledger.set_order_status(cid, "submitting", payload=payload)
+            self._observe_order(intent)
             outcome = await self.live.submit(payload)
             if outcome.kind == "not_found":
                 self.ledger.set_order_status(cid, "in_doubt", reason="POST in doubt; broker has no such order")

@@ -15,6 +15,7 @@ the ticks since its fill.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -203,9 +204,13 @@ class ExitsService(Service):
 
     # -- ticks -------------------------------------------------------------------------------
 
-    def _emit(self, actions: list[ExitAction]) -> None:
+    def _emit(self, actions: list[ExitAction], tick_ts_init: int = 0) -> None:
         for a in actions:
-            self.commit.emit("orders.requests", a.intent)
+            intent = a.intent
+            if tick_ts_init:
+                intent = msgspec.structs.replace(intent, ts_origin=tick_ts_init)
+                self.metrics.observe("tick_to_exit_intent", max(0, time.time_ns() - tick_ts_init) / 1e6)
+            self.commit.emit("orders.requests", intent)
             self.exits_emitted += 1
             log.info("exit", extra={"fields": {"position_id": a.position_id, "rule": a.rule,
                                                "reason": a.reason, "tick_id": a.intent.tick_id,
@@ -279,7 +284,7 @@ class ExitsService(Service):
             self.commit.ack(e.stream, e.entry_id)
             self._state_changes()
             if actions:
-                self._emit(actions)
+                self._emit(actions, m.ts_init)
                 # The executor now has work before later ticks: publish it, re-check the gate.
                 self.gate_ok_upto = e.entry_id
                 await self._flush()

@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Any
 
+import msgspec
+
 from services.signals.core import SignalsCore
 from shared import streamids
 from shared.bus import Batch, Commit
@@ -97,6 +99,9 @@ class SignalsService(Service):
                 outs = self.core.on_tick(m)
             elif isinstance(m, Clock):
                 outs = self.core.on_clock(m)
+            if outs and m.ts_init:
+                outs = [msgspec.structs.replace(o, ts_origin=m.ts_init) if isinstance(o, Signal) else o
+                        for o in outs]
             for o in outs:
                 self.ledger.insert_signal(o)
                 c.emit("signals", o)
