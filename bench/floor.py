@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         from redis.utils import HIREDIS_AVAILABLE
 
         rate = xreadgroup_once_async(env.redis_url, ns, tick_entries(a.read_json))
-        print(json.dumps({"xreadgroup_per_s": rate, "hiredis": HIREDIS_AVAILABLE}))
+        version = ""
+        if HIREDIS_AVAILABLE:
+            import hiredis
+
+            version = getattr(hiredis, "__version__", "?")
+        print(json.dumps({"xreadgroup_per_s": rate, "hiredis": version}))
         return 0
     entries = tick_entries(a.entries)
     avg = statistics.mean(len(f["data"]) for _, f in entries)

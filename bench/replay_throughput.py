@@ -233,6 +233,14 @@ def run_replay(
     finally:
         stop.set()
         r.close()
+        if (run_dir / "supervisor.sock").exists():  # the CLI died before stopping its supervisord
+            from shared.supervise import supervisorctl
+
+            try:
+                supervisorctl(run_dir, "shutdown")
+                time.sleep(2)
+            except subprocess.SubprocessError:
+                pass
         drop_namespace(env.redis_url, ns)
         drop_schema(env.database_url, ns)
         if keep_dir is not None:

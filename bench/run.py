@@ -323,7 +323,7 @@ def report(res: dict[str, Any], command: str, started: datetime, duration_s: flo
     a(
         f"| relay chain of four processes, round trip | p50 {_med([c['p50_us'] for c in chain]):,.0f} µs, "
         f"p99 {_med([c['p99_us'] for c in chain]):,.0f} µs ({_runs(len(chain))}) | (this is a floor) | | "
-        "for tick-to-order latency | |"
+        "— (the floor for tick-to-order latency) | |"
     )
     a(
         "| tick-to-order latency, live mode against the DhanHQ simulator | **not yet measured** "
@@ -522,17 +522,25 @@ def report(res: dict[str, Any], command: str, started: datetime, duration_s: flo
     a("## Tick-to-order latency (live mode, DhanHQ simulator) — not yet measured")
     a("")
     a(
-        "Not measured in this run, deliberately, rather than estimated. The number wanted is the time "
-        "from a tick leaving the simulator's market-feed WebSocket to the order request arriving at "
-        "its REST endpoint, through feed → signals → entries → executor in live mode. Measuring it "
-        "needs (a) the pipeline run in live mode against `dhansim` with the order path enabled toward "
-        "the simulator, and (b) a shared timestamp at both ends: the simulator would have to log the "
-        "send time of each packet and the receive time of each order, and the order would have to "
-        "carry the causing tick's id (the executor's correlation id derives from the intent's "
-        "`msg_id`, which derives from the `tick_id`, so the join is possible but not yet exposed). "
-        "Until that harness exists, the relay-chain floor above (p50 "
-        f"{_med([c['p50_us'] for c in chain]):,.0f} µs, p99 {_med([c['p99_us'] for c in chain]):,.0f} µs "
-        "for four hops) is the lower bound the four-stage path will be compared against."
+        "Not measured, deliberately, rather than estimated: the issue makes it a later step. What "
+        "exists: the pipeline stamps `ts_origin` (wall time at which the feed built the originating "
+        "tick) onto the Signal and the OrderIntent, the executor records `tick_to_order_<kind>` "
+        "(`ts_origin` to the broker call) in its latency histogram "
+        "(`scalper:{<ns>}:metrics:executor`, buckets 1, 2, 5, 10, 25 … 5000 ms), and "
+        "`scalper simrun` runs the live path against `dhansim`. Why no number yet: (a) the histogram "
+        "starts at the feed's Tick, so the simulator's WebSocket send, the frame's transit and its "
+        "decoding are outside it — the measurement wanted starts at the simulator's send and ends "
+        "at its REST endpoint receiving the order, which needs the simulator to log both times and "
+        "the join key (the order's correlation id derives from the intent's `msg_id`, which derives "
+        "from the `tick_id`); (b) its buckets are coarser than the floor it is to be compared with "
+        "(below 5 ms it only says 1, 2 or 5 ms); (c) the sample day yields "
+        f"{runs[0].trades} trades{' (in the shortened --quick window)' if plan.quick else ''}, "
+        "too few for a p99 — the harness needs a session or a signal configuration that orders "
+        "often, at real-time speed (at `--speed max` the histogram measures the replay's backlog, "
+        "not latency, so the replays above say nothing about it). Until then the relay-chain floor "
+        f"(p50 {_med([c['p50_us'] for c in chain]):,.0f} µs, p99 "
+        f"{_med([c['p99_us'] for c in chain]):,.0f} µs for four hops) is what the four-stage path "
+        "feed → signals → entries → executor will be compared against."
     )
     a("")
 
@@ -656,8 +664,9 @@ def _analysis(
     if hw:
         hrun = hw["run"]
         a(
-            f"*What-if, measured in this run*: with hiredis importable by every service (PYTHONPATH, "
-            f"no code change) the same asyncio `XREADGROUP`+`XACK` pass ran at "
+            f"*What-if, measured in this run*: with hiredis {hw['xread'].get('hiredis', '')} importable by "
+            "every service (installed outside the venv with `pip install --target DIR hiredis`, put on "
+            "the services' PYTHONPATH; no code change) the same asyncio `XREADGROUP`+`XACK` pass ran at "
             f"{hw['xread']['xreadgroup_per_s']:,.0f} entries/s, and one replay ran at "
             f"{hrun.ticks_per_s:,.0f} ticks/s = {hrun.ticks_per_s / hw['xadd_floor']:.1%} of a floor of "
             f"{hw['xadd_floor']:,.0f} XADD/s measured just before it ({hrun.trades} trades, as in the "

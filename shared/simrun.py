@@ -29,6 +29,42 @@ SIM_TOKEN = "sim-access-token-0123456789"
 SIM_CLIENT = "1100000001"
 
 
+def start_simulator(session: Path, instruments: Path, log_path: Path, *, speed: str = "max",
+                    from_hhmm: str | None = None, to_hhmm: str | None = None,
+                    faults: str = "") -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``python -m dhansim`` and return the process and its ``ready`` record (URLs)."""
+    cmd = [sys.executable, "-m", "dhansim", "--session", str(session), "--instruments", str(instruments),
+           "--speed", speed, "--token", SIM_TOKEN, "--client-id", SIM_CLIENT]
+    if from_hhmm:
+        cmd += ["--from", from_hhmm]
+    if to_hhmm:
+        cmd += ["--to", to_hhmm]
+    if faults:
+        cmd += ["--faults", faults]
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    log.close()
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"simulator did not start; see {log_path}")
+        if '"event": "ready"' in line or '"event":"ready"' in line:
+            return proc, json.loads(line)
+
+
+def live_env(ready: dict[str, Any], orders_enabled: bool = True) -> dict[str, str]:
+    """Environment that points the live code path at a running simulator."""
+    return {
+        "SCALPER_MODE": "live", "SCALPER_ORDERS_ENABLED": "true" if orders_enabled else "false",
+        "SCALPER_REPLAY": "", "SCALPER_REPLAY_FILE": "", "SCALPER_EVENT_TIME": "exchange",
+        "DHAN_CLIENT_ID": SIM_CLIENT, "DHAN_ACCESS_TOKEN": SIM_TOKEN,
+        "DHAN_REST_URL": ready["rest_url"], "DHAN_FEED_URL": ready["feed_url"].split("?")[0],
+        "DHAN_ORDER_WS_URL": ready["order_ws_url"],
+    }
+
+
 class SimRun:
     """A running simulator plus supervised pipeline; use as a context manager."""
 
@@ -45,31 +81,12 @@ class SimRun:
 
     def __enter__(self) -> SimRun:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "dhansim", "--session", str(self.session), "--instruments",
-               str(self.instruments), "--speed", self.speed, "--token", SIM_TOKEN, "--client-id", SIM_CLIENT]
-        if self.from_hhmm:
-            cmd += ["--from", self.from_hhmm]
-        if self.to_hhmm:
-            cmd += ["--to", self.to_hhmm]
-        if self.faults:
-            cmd += ["--faults", self.faults]
-        self.sim_log = open(self.run_dir / "dhansim.log", "ab")
-        self.sim = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.sim_log, text=True,
-                                    env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        assert self.sim.stdout is not None
-        while not self.ready:
-            line = self.sim.stdout.readline()
-            if not line:
-                raise RuntimeError(f"simulator did not start; see {self.run_dir / 'dhansim.log'}")
-            if '"event": "ready"' in line or '"event":"ready"' in line:
-                self.ready = json.loads(line)
+        self.sim, self.ready = start_simulator(
+            self.session, self.instruments, self.run_dir / "dhansim.log", speed=self.speed,
+            from_hhmm=self.from_hhmm, to_hhmm=self.to_hhmm, faults=self.faults)
         extra = {
-            "SCALPER_MODE": "live", "SCALPER_ORDERS_ENABLED": "true" if self.orders_enabled else "false",
-            "SCALPER_REPLAY": "", "SCALPER_REPLAY_FILE": "", "SCALPER_EVENT_TIME": "exchange",
+            **live_env(self.ready, self.orders_enabled),
             "SCALPER_NAMESPACE": self.env.namespace, "SCALPER_DB_SCHEMA": self.env.db_schema,
-            "DHAN_CLIENT_ID": SIM_CLIENT, "DHAN_ACCESS_TOKEN": SIM_TOKEN,
-            "DHAN_REST_URL": self.ready["rest_url"], "DHAN_FEED_URL": self.ready["feed_url"].split("?")[0],
-            "DHAN_ORDER_WS_URL": self.ready["order_ws_url"],
             "SCALPER_WARMUP_FILE": str(self.warmup) if self.warmup and self.warmup.exists() else "",
             **self.extra_env,
         }
@@ -122,5 +139,3 @@ class SimRun:
                 self.sim.wait(20)
             except subprocess.TimeoutExpired:
                 self.sim.kill()
-        if hasattr(self, "sim_log"):
-            self.sim_log.close()

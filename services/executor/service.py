@@ -17,6 +17,8 @@ stages can tell exactly which fills are known (``executor:state``, see ``shared.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -35,6 +37,23 @@ from shared.store.db import connect
 from shared.store.ledger import Ledger
 
 log = logging.getLogger("executor")
+
+
+def crash_point(name: str) -> None:
+    """Test hook for the exactly-once tests: SIGKILL this process at the named point, once.
+
+    Active only when SCALPER_TEST_CRASH_AT names the point and SCALPER_TEST_CRASH_ONCE names a
+    file that does not exist yet (it is created first, so the restarted process goes on).
+    """
+    if os.environ.get("SCALPER_TEST_CRASH_AT") != name:
+        return
+    marker = os.environ.get("SCALPER_TEST_CRASH_ONCE", "")
+    if not marker or os.path.exists(marker):
+        return
+    with open(marker, "w") as f:
+        f.write(name)
+    log.warning("test crash point reached; killing this process", extra={"fields": {"point": name}})
+    os.kill(os.getpid(), signal.SIGKILL)
 
 SCAN_CHUNK = 2000
 FINAL = {"traded", "rejected", "cancelled", "expired", "dry_run"}
@@ -124,6 +143,7 @@ class ExecutorService(Service):
                   "kind": intent.kind, "tick_id": intent.tick_id}
         order = self.ledger.get_order(intent.correlation_id)
         if order is None:
+            crash_point("before_row")
             problem = core.validate_intent(intent) or self._refusal(intent)
             with self.ledger.transaction():
                 self.ledger.create_order(
@@ -155,6 +175,7 @@ class ExecutorService(Service):
                 await self._execute_live(intent, order.status)
             else:
                 await self._fill_paper(intent, entry, others)
+        crash_point("before_ack")
         await self._relay_outbox(entry)
 
     async def _count_rejection(self, reason: str) -> None:
@@ -272,7 +293,9 @@ class ExecutorService(Service):
             if status == "new":
                 self.ledger.set_order_status(cid, "submitting", payload=payload)
             self._observe_order(intent)
+            crash_point("after_row")
             outcome = await self.live.submit(payload)
+            crash_point("after_call")
             if outcome.kind == "not_found":
                 self.ledger.set_order_status(cid, "in_doubt", reason="POST in doubt; broker has no such order")
                 self._reject(intent, "order POST in doubt and the broker has no such order; not resubmitted")

@@ -8,6 +8,7 @@ event time, so time rules (candle close, square-off) fire even when no tick arri
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,9 +56,14 @@ def session_messages(
     *,
     clock_interval_ms: int = 1000,
     tick_paise: Callable[[str, int], int] | None = None,
+    ids: TickIdAllocator | None = None,
 ) -> Iterator[tuple[str, Message]]:
-    """Yield ``(tick_id, message)`` for a whole recorded session, in order, ending with SessionEnd."""
-    ids = TickIdAllocator()
+    """Yield ``(tick_id, message)`` for a whole recorded session, in order, ending with SessionEnd.
+
+    ``ids``: the allocator to continue (several days replayed back to back share one, so their
+    ids increase strictly across the days too); a fresh one by default.
+    """
+    ids = ids if ids is not None else TickIdAllocator()
     c = rec.c
     ts_col, seg_col, sid_col, ltp_col = c["ts_recv_ns"], c["segment"], c["security_id"], c["ltp"]
     ltq, ltt, vol, oi = c["ltq"], c["ltt_s"], c["volume"], c["oi"]
@@ -91,3 +97,26 @@ def session_messages(
         msg_id=make_msg_id("end", rec.trading_day), ts_event=end_ts, ts_init=now_ns(), tick_id=eid,
         trading_day=rec.trading_day,
     )
+
+
+class RateMeter:
+    """Events per second of wall time over a sliding window (the feed's progress rate).
+
+    ``add(t_s, count)`` records that ``count`` events had happened by monotonic time ``t_s``;
+    ``rate()`` is the slope between the oldest sample still inside ``window_s`` and the newest.
+    """
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, t_s: float, count: int) -> None:
+        self.samples.append((t_s, count))
+        while len(self.samples) > 2 and t_s - self.samples[1][0] >= self.window_s:
+            self.samples.popleft()
+
+    def rate(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
