@@ -73,6 +73,7 @@ class ProgramProfile:
 
     samples: int = 0
     waiting: int = 0
+    startup: int = 0  # samples inside an import (start-up, not replay work): left out
     self_time: Counter[str] = field(default_factory=Counter)
     owner: Counter[str] = field(default_factory=Counter)
     packages: Counter[str] = field(default_factory=Counter)
@@ -80,7 +81,7 @@ class ProgramProfile:
 
     @property
     def busy(self) -> int:
-        return self.samples - self.waiting
+        return self.samples - self.waiting - self.startup
 
     def top(self, which: str, n: int) -> list[tuple[str, float]]:
         counter = {"self": self.self_time, "owner": self.owner, "packages": self.packages}[which]
@@ -110,6 +111,9 @@ def summarise(raw: Path) -> ProgramProfile:
         func, file = frames[-1]
         if func in _WAIT_LEAVES:
             prof.waiting += count
+            continue
+        if any(f.startswith("<frozen importlib") for _, f in frames):
+            prof.startup += count
             continue
         prof.self_time[f"{func} ({file})"] += count
         prof.packages[package_of(file)] += count

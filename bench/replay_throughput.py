@@ -122,7 +122,8 @@ def run_replay(
 ) -> ReplayRun:
     """One replay of the sample session (or of an IST ``window`` of it, e.g. ("09:15", "09:45")).
 
-    ``on_pids`` is called once with the programs' pids; ``pythonpath`` is prepended to the
+    ``on_pids`` is called once with the programs' pids, when the feed has started the replay
+    (its status key exists); ``pythonpath`` is prepended to the
     services' PYTHONPATH (a what-if run with an extra package, e.g. hiredis).
     """
     import os
@@ -153,7 +154,12 @@ def run_replay(
         while not stop.is_set():
             now = time.time()
             sampler.sample()
-            if on_pids and not announced and len(sampler.current) == len(sampler.stats):
+            if (
+                on_pids
+                and not announced
+                and len(sampler.current) == len(sampler.stats)
+                and r.exists(keys.replay_status())
+            ):  # the feed has loaded the session
                 announced = True
                 on_pids(dict(sampler.current))
             machine_series.append((now, *system_cpu_s()))

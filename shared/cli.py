@@ -4,7 +4,7 @@
     scalper db migrate                      apply ledger migrations (safe to run twice)
     scalper instruments import --file PATH  import DhanHQ's scrip master into the ledger
     scalper record [--compact DAY]          record ticks to Parquet (the recorder process)
-    scalper replay FILE [--speed max|N]     replay a session through the supervised pipeline
+    scalper replay FILE... [--speed max|N]  replay sessions (days) through the supervised pipeline
     scalper report [--html P] [--png P]     print the trades and totals of a deployment
     scalper status [--json]                 services, streams, trading state, positions, today
     scalper tail STREAM [--from-start]      pretty-print a stream's entries as they arrive
@@ -13,6 +13,9 @@
     scalper halt | resume                   change the trading state
     scalper flatten                         exit every open position
     scalper sync [--force]                  one reconciliation pass with the broker, printed
+    scalper preopen [--json]                pre-open check; on failure HALTED with the reasons
+    scalper eod [--day D]                   end of day: the day's report (+ HTML), open positions
+    scalper docs config [--check]           regenerate docs/configuration.md from the schema
 """
 
 from __future__ import annotations
@@ -77,49 +80,140 @@ def reset_deployment(env, instruments_csv: Path) -> int:
 
 
 def cmd_replay(a: argparse.Namespace) -> int:
+    """Replay one or more recorded days back to back through the supervised pipeline.
+
+    Days are ordered by date whatever the order given; every day ends with its SessionEnd. The
+    warm-up file (previous day) is only for the first day: day N's previous day is day N-1,
+    already replayed. Instruments: ``--instruments`` (repeatable), else ``instruments.csv``
+    beside each session. Progress (event time, ticks/s, ETA) goes to stderr, the report to stdout.
+    """
+    import http.client
+    import xmlrpc.client
+
+    import orjson
     import redis
+    from supervisor.xmlrpc import SupervisorTransport
 
-    from services.feed.replay import read_metadata
+    from services.feed.core import RateMeter
+    from services.feed.replay import (
+        event_done_s,
+        event_total_s,
+        plan_days,
+        progress_line,
+        read_metadata,
+        slowest_frontier_ns,
+    )
     from shared import report
+    from shared.instruments import parse_scrip_master
     from shared.keys import Keys
-    from shared.supervise import start_supervisord, stop_supervisord, wait_drained
+    from shared.supervise import drained, start_supervisord, stop_supervisord
 
-    session = Path(a.session).resolve()
-    if not session.exists():
-        raise ScalperError(f"{session}: no such session file")
-    instruments = Path(a.instruments) if a.instruments else session.parent / "instruments.csv"
-    warmup = Path(a.warmup) if a.warmup else session.parent / "previous.parquet"
+    sessions = [Path(s).resolve() for s in a.session]
+    for s in sessions:
+        if not s.exists():
+            raise ScalperError(f"{s}: no such session file")
+    if a.speed != "max":
+        try:
+            if float(a.speed) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ScalperError(f"--speed {a.speed}: use max or a positive multiple of real time") from None
+    try:
+        plan = plan_days(sessions, from_hhmm=a.from_hhmm, to_hhmm=a.to_hhmm)
+    except ValueError as exc:
+        raise ScalperError(str(exc)) from exc
+    ordered = [Path(d.path) for d in plan]
+    first = ordered[0]
+    if a.instruments:
+        instruments = [Path(p) for p in a.instruments]
+    else:
+        instruments = list(dict.fromkeys(s.parent / "instruments.csv" for s in ordered))
+    for ins in instruments:
+        if not ins.exists():
+            raise ScalperError(f"{ins}: no instruments file (pass --instruments)")
+    warmup = Path(a.warmup) if a.warmup else first.parent / "previous.parquet"
     if a.warmup and not warmup.exists():
         raise ScalperError(f"{warmup}: no such warm-up file")
-    if not instruments.exists():
-        raise ScalperError(f"{instruments}: no instruments file (pass --instruments)")
     env = _env(a.namespace, a.schema)
     run_dir = Path(a.run_dir or ROOT / "run" / env.namespace)
-    meta = read_metadata(session)
-    synthetic = meta.get("synthetic") == "true"
-    print(f"replaying {session.name}{' (SYNTHETIC)' if synthetic else ''} at speed {a.speed} "
+    synthetic = any(read_metadata(s).get("synthetic") == "true" for s in ordered)
+    days = ", ".join(f"{d.trading_day} ({Path(d.path).name}, {d.ticks:,} ticks)" for d in plan)
+    print(f"replaying {days}{' (SYNTHETIC)' if synthetic else ''} at speed {a.speed} "
           f"into namespace {env.namespace}, schema {env.db_schema}", file=sys.stderr)
-    n = reset_deployment(env, instruments)
-    print(f"imported {n} instruments from {instruments.name}", file=sys.stderr)
+    n = reset_deployment(env, instruments[0])
+    if instruments[1:]:
+        led = _ledger(env)
+        for ins in instruments[1:]:
+            n += led.upsert_instruments(parse_scrip_master(ins))
+        led.close()
+    print(f"imported {n} instruments from {', '.join(i.name for i in instruments)}", file=sys.stderr)
     extra = {
-        "SCALPER_MODE": "paper", "SCALPER_REPLAY": "1", "SCALPER_REPLAY_FILE": str(session),
+        "SCALPER_MODE": "paper", "SCALPER_REPLAY": "1", "SCALPER_REPLAY_FILE": str(first),
+        "SCALPER_REPLAY_FILES": os.pathsep.join(str(p) for p in ordered),
         "SCALPER_REPLAY_SPEED": str(a.speed), "SCALPER_REPLAY_FROM": a.from_hhmm or "",
         "SCALPER_REPLAY_TO": a.to_hhmm or "", "SCALPER_NAMESPACE": env.namespace,
         "SCALPER_DB_SCHEMA": env.db_schema,
         "SCALPER_WARMUP_FILE": str(warmup.resolve()) if warmup.exists() and not a.no_warmup else "",
     }
+    keys = Keys(env.namespace)
     t0 = time.monotonic()
     proc = start_supervisord(run_dir, extra)
     r = redis.Redis.from_url(env.redis_url)
+    sock = f"unix://{run_dir.resolve()}/supervisor.sock"
+    tty = sys.stderr.isatty()
     try:
-        wait_drained(r, Keys(env.namespace), proc, a.timeout)
+        # Drained three polls in a row; Redis may restart meanwhile (services crash and come back
+        # under supervisord), so a lost connection is waited out, not fatal.
+        stable, shown, checked, why = 0, 0.0, 0.0, "starting"
+        pipeline_rate = RateMeter()  # event seconds the slowest stage gets through per second
+        while stable < 3:
+            now = time.monotonic()
+            try:
+                ok, why = drained(r, keys)
+                raw = r.get(keys.replay_status())
+                stages = [g.decode() for g in r.smembers(keys.signals_partitions())] + ["exits"]
+                ts_p = slowest_frontier_ns([r.get(keys.frontier(g)) for g in stages])
+                eta_p = None
+                if ts_p is not None:
+                    done_s = event_done_s(plan, ts_p)
+                    pipeline_rate.add(now, round(done_s * 1000))
+                    per_s = pipeline_rate.rate() / 1000
+                    eta_p = (event_total_s(plan) - done_s) / per_s if per_s > 0 else None
+                line = progress_line(orjson.loads(raw) if raw else {}, pipeline_ts=ts_p, pipeline_eta_s=eta_p)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ok, line = False, f"redis unavailable ({exc}); waiting"
+            stable = stable + 1 if ok else 0
+            if proc.poll() is not None:
+                raise ScalperError(f"supervisord exited with code {proc.returncode}; logs in {run_dir}")
+            if now - checked >= 2:
+                checked = now
+                sup = xmlrpc.client.ServerProxy("http://127.0.0.1", SupervisorTransport(None, None, sock))
+                try:
+                    fatal = [p["name"] for p in sup.supervisor.getAllProcessInfo() if p["statename"] == "FATAL"]
+                except (OSError, http.client.HTTPException, xmlrpc.client.Error):
+                    fatal = []  # supervisord still starting
+                if fatal:
+                    raise ScalperError(f"{', '.join(fatal)} failed to start repeatedly (FATAL); see "
+                                       f"{', '.join(str(run_dir / f'{f}.log') for f in fatal)}")
+            if now - t0 > a.timeout:
+                raise ScalperError(f"replay not drained after {a.timeout:.0f}s: {why}")
+            if now - shown >= (0.5 if tty else 5):
+                shown = now
+                text = line if why.startswith("feed:") or ok else f"{line}; draining: {why}"
+                print(f"\r\x1b[K  {text}" if tty else f"  {text}", end="" if tty else "\n",
+                      file=sys.stderr, flush=True)
+            time.sleep(0.2)
     finally:
+        if tty:
+            print(file=sys.stderr)
+        r.close()
         if not a.keep_running:
             stop_supervisord(proc)
     print(f"replay drained in {time.monotonic() - t0:.1f}s; logs in {run_dir}", file=sys.stderr)
     ledger = _ledger(env)
-    print(report.render(report.trade_lines(ledger.closed_trades()),
-                        title=f"Replay of {session.name}", synthetic=synthetic))
+    title = (f"Replay of {first.name}" if len(plan) == 1 else
+             f"Replay of {len(plan)} days, {plan[0].trading_day} to {plan[-1].trading_day}")
+    print(report.render(report.trade_lines(ledger.closed_trades()), title=title, synthetic=synthetic))
     return 0
 
 
@@ -314,6 +408,70 @@ def cmd_sync(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _day_arg(text: str | None):
+    import datetime as dt
+
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ScalperError(f"--day {text!r}: expected YYYY-MM-DD") from None
+
+
+def cmd_preopen(a: argparse.Namespace) -> int:
+    """The pre-open check (shared.ops.preopen); exit 0 only if every check passed, else 1 with
+    the trading state set to HALTED (``scalper resume`` lifts it)."""
+    import logging
+
+    from shared.config import default_config_path, load_algo
+    from shared.logs import JsonFormatter, RedactSecrets
+    from shared.ops import tradingday
+
+    env = _env(a.namespace, a.schema)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("preopen"))
+    handler.addFilter(RedactSecrets([env.access_token]))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.WARNING)
+    algo = load_algo(default_config_path())
+    text, code = tradingday.preopen(env, algo, day=_day_arg(a.day), as_json=a.json)
+    print(text)
+    return code
+
+
+def cmd_eod(a: argparse.Namespace) -> int:
+    """End of day: the day's report (text + run/<ns>/reports/<day>.html); 1 if positions are open."""
+    from shared.clock import ist_day
+    from shared.ops import tradingday
+
+    env = _env(a.namespace, a.schema)
+    day = _day_arg(a.day) or ist_day(time.time_ns())
+    run_dir = Path(a.run_dir or ROOT / "run" / env.namespace)
+    text, code = tradingday.eod(env, day=day, run_dir=run_dir)
+    print(text)
+    return code
+
+
+def cmd_docs(a: argparse.Namespace) -> int:
+    """Regenerate docs/configuration.md from shared/config.py (``--check``: only compare)."""
+    from shared.ops import configdoc
+
+    out = Path(a.out) if a.out else ROOT / "docs" / "configuration.md"
+    text = configdoc.render()
+    if a.check:
+        current = out.read_text() if out.exists() else ""
+        if current != text:
+            print(f"{out} is out of date: run `scalper docs config`", file=sys.stderr)
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scalper", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -324,14 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("instruments", help="instrument master")
     ins.add_argument("action", choices=["import"])
     ins.add_argument("--file")
-    rp = sub.add_parser("replay", help="replay a recorded session through the supervised pipeline")
-    rp.add_argument("session")
+    rp = sub.add_parser("replay", help="replay recorded sessions (days) through the supervised pipeline")
+    rp.add_argument("session", nargs="+", help="session files, one trading day each; replayed "
+                                               "back to back in date order")
     rp.add_argument("--speed", default="max", help="max, or a multiple of real time (1, 10, ...)")
-    rp.add_argument("--from", dest="from_hhmm")
-    rp.add_argument("--to", dest="to_hhmm")
-    rp.add_argument("--instruments")
-    rp.add_argument("--warmup", help="previous day's session for indicator warm-up "
-                                     "(default: previous.parquet beside the session, if present)")
+    rp.add_argument("--from", dest="from_hhmm", metavar="HH:MM", help="IST start, every day")
+    rp.add_argument("--to", dest="to_hhmm", metavar="HH:MM", help="IST end (exclusive), every day")
+    rp.add_argument("--instruments", action="append", help="scrip master CSV (repeatable; default: "
+                                                           "instruments.csv beside each session)")
+    rp.add_argument("--warmup", help="previous day's session for indicator warm-up of the first "
+                                     "day (default: previous.parquet beside it, if present)")
     rp.add_argument("--no-warmup", action="store_true")
     rp.add_argument("--namespace", default=os.environ.get("SCALPER_REPLAY_NAMESPACE", "replay"))
     rp.add_argument("--schema", default=os.environ.get("SCALPER_REPLAY_SCHEMA", "replay"))
@@ -385,6 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--force", action="store_true", help="run even outside market hours")
     sy.add_argument("--namespace")
     sy.add_argument("--schema")
+    po = sub.add_parser("preopen", help="pre-open check; exit 1 and HALTED when one fails")
+    po.add_argument("--json", action="store_true", help="stable JSON instead of the table")
+    po.add_argument("--namespace")
+    po.add_argument("--schema")
+    po.add_argument("--day", help="check as of this IST day (YYYY-MM-DD; default today), "
+                                  "e.g. to rehearse against a recorded session")
+    eo = sub.add_parser("eod", help="end of day: the day's report and any open position")
+    eo.add_argument("--day", help="IST day (YYYY-MM-DD; default today)")
+    eo.add_argument("--namespace")
+    eo.add_argument("--schema")
+    eo.add_argument("--run-dir", help="reports go to <run dir>/reports (default run/<namespace>)")
+    dc = sub.add_parser("docs", help="generated documentation")
+    dc.add_argument("what", choices=["config"])
+    dc.add_argument("--out", help="default docs/configuration.md")
+    dc.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
     return p
 
 
@@ -406,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"simrun": cmd_simrun, "replay": cmd_replay, "report": cmd_report, "up": cmd_up,
                 "instruments": cmd_instruments, "halt": cmd_state, "resume": cmd_state,
                 "flatten": cmd_flatten, "status": cmd_status, "tail": cmd_tail, "api": cmd_api,
-                "sync": cmd_sync}
+                "sync": cmd_sync, "preopen": cmd_preopen, "eod": cmd_eod, "docs": cmd_docs}
     try:
         return handlers[a.cmd](a)
     except ScalperError as exc:

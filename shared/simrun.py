@@ -25,7 +25,8 @@ import redis
 from shared.keys import Keys
 from shared.supervise import ROOT, group_states, start_supervisord, stop_supervisord
 
-SIM_TOKEN = "sim-access-token-0123456789"
+SIM_TOKEN = os.environ.get("SCALPER_SIM_TOKEN") or "sim-access-token-0123456789"
+"""The simulator's access token; ``SCALPER_SIM_TOKEN`` overrides it (the secrets test uses a fresh one)."""
 SIM_CLIENT = "1100000001"
 
 

@@ -53,8 +53,9 @@ class BrokerOrderState:
 
     @classmethod
     def of_order(cls, o: Order) -> BrokerOrderState:
+        # The last update of a final order is its fill / rejection / cancellation time.
         return cls(o.order_status, o.order_id, o.filled_qty, o.average_traded_price_paise,
-                   o.oms_error_description, o.exchange_time or o.update_time)
+                   o.oms_error_description, o.update_time or o.exchange_time)
 
     @classmethod
     def of_update(cls, u: OrderUpdate) -> BrokerOrderState:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from shared import streamids, wire
 from shared.bus import Batch, Commit, Entry
 from shared.dhan.order_updates import OrderUpdateClient
 from shared.dhan.rest import DhanRest
+from shared.errors import BrokerAuthError, BrokerRateLimited, BrokerRejected
 from shared.messages import Message, OrderIntent, SessionEnd, Tick
 from shared.runtime import Context, Service, Stopping
 from shared.store.db import connect
@@ -57,6 +59,7 @@ def crash_point(name: str) -> None:
 
 SCAN_CHUNK = 2000
 FINAL = {"traded", "rejected", "cancelled", "expired", "dry_run"}
+RATE_LIMIT_ATTEMPTS = 6
 
 
 class ExecutorService(Service):
@@ -72,6 +75,7 @@ class ExecutorService(Service):
         self.fills = 0
         self.consecutive_rejections = 0
         self.live: LiveGateway | None = None
+        self._rng = random.Random(int(os.environ.get("SCALPER_SEED", "20261201")))
         if env.mode == "live":
             rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token)
             self.live = LiveGateway(rest, env.dhan_client_id, orders_enabled=env.orders_enabled)
@@ -294,7 +298,16 @@ class ExecutorService(Service):
                 self.ledger.set_order_status(cid, "submitting", payload=payload)
             self._observe_order(intent)
             crash_point("after_row")
-            outcome = await self.live.submit(payload)
+            try:
+                outcome = await self._submit_with_backoff(intent, payload)
+            except BrokerAuthError as exc:
+                self._reject(intent, f"broker authentication failed: {exc}")
+                await self._halt(f"broker authentication failed ({exc.code}): trading halted")
+                return
+            except BrokerRejected as exc:
+                self._reject(intent, f"broker refused the order: {exc}")
+                await self._count_rejection(str(exc))
+                return
             crash_point("after_call")
             if outcome.kind == "not_found":
                 self.ledger.set_order_status(cid, "in_doubt", reason="POST in doubt; broker has no such order")
@@ -325,6 +338,31 @@ class ExecutorService(Service):
                 if intent.kind == "entry":
                     self.ledger.cancel_tracker(intent.position_id, reason)
                 self._queue("orders.events", core.cancelled_event(intent, reason, intent.ts_event, intent.tick_id, now))
+
+    async def _submit_with_backoff(self, intent: OrderIntent, payload: dict[str, Any]) -> Any:
+        """POST the order; a 429 / DH-904 means it was *not* accepted, so it is safe to send again
+        after a jittered backoff (bounded). Everything in doubt goes through the broker lookup."""
+        assert self.live is not None
+        delay = 0.25
+        for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
+            try:
+                return await self.live.submit(payload)
+            except BrokerRateLimited as exc:
+                if attempt == RATE_LIMIT_ATTEMPTS:
+                    raise BrokerRejected(f"still rate limited after {attempt} attempts: {exc}",
+                                         code=exc.code, http_status=exc.http_status) from exc
+                wait = delay * (0.5 + self._rng.random() / 2)
+                log.warning("order rate limited by the broker; retrying", extra={"fields": {
+                    "correlation_id": intent.correlation_id, "attempt": attempt, "delay_s": round(wait, 3),
+                    "code": exc.code}})
+                await self.ctx.sleep(wait)
+                delay = min(delay * 2, 4.0)
+        raise AssertionError("unreachable")
+
+    async def _halt(self, reason: str) -> None:
+        self.ledger.set_trading_state("HALTED", reason[:500])
+        await self.ctx.redis.set(self.ctx.keys.trading_state(), "HALTED")
+        log.error("trading halted", extra={"fields": {"reason": reason}})
 
     def _advance(self, cid: str, broker_status: str, order_id: str, filled: int = 0, avg: int = 0,
                  record: bool = True) -> None:

@@ -263,13 +263,14 @@ class ExitsService(Service):
         while self.buffer:
             e = self.buffer[0]
             if streamids.less(self.gate_ok_upto, e.entry_id):
-                if self.commit.acks or self.commit.outputs:
-                    await self._flush()  # let others see our progress before we wait
                 if self.ctx.replay:
+                    if self.commit.acks or self.commit.outputs:
+                        await self._flush()  # let others see our progress before we wait
                     await self._wait_gate(e.entry_id)
                 else:
+                    # Live: no waiting; learn new positions once per batch (late ones catch up).
                     await self._drain_positions()
-                    self.gate_ok_upto = e.entry_id
+                    self.gate_ok_upto = self.buffer[-1].entry_id
             self.buffer.popleft()
             m = e.msg
             actions: list[ExitAction] = []

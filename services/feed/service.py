@@ -1,8 +1,10 @@
 """Feed shell: publishes ticks onto the ``ticks`` stream and keeps the latest-tick hashes.
 
-Replay mode (``SCALPER_REPLAY=1``) reads a recorded session file and writes it with explicit,
+Replay mode (``SCALPER_REPLAY=1``) reads recorded session files (one trading day each, back to
+back in date order, each day ending with its SessionEnd) and writes them with explicit,
 deterministic stream ids; after a restart it resumes after the last id already in the stream, so
-a crash never duplicates or skips a tick. Live mode connects the DhanHQ market feed.
+a crash never duplicates or skips a tick. Its progress goes to the ``replay:status`` key (fields in
+``services.feed.replay.progress_line``). Live mode connects the DhanHQ market feed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from services.feed.core import session_messages
+from services.feed.core import RateMeter, TickIdAllocator, session_messages
 from services.feed.live import LiveFeed, resume_allocator
-from services.feed.replay import load_session
+from services.feed.replay import load_session, plan_days, remaining_event_s
 from shared import streamids, wire
 from shared.bus import Batch, Commit
 from shared.errors import BusError, ConfigError
@@ -28,6 +30,7 @@ from shared.runtime import Context, Service, Stopping
 log = logging.getLogger("feed")
 
 WRITE_BATCH = 1000
+STATUS_INTERVAL_S = 0.5  # a paced replay also writes its status at least this often
 
 
 class FeedService(Service):
@@ -38,6 +41,11 @@ class FeedService(Service):
         super().__init__(ctx)
         self.subscriptions: dict[tuple[str, int], set[str]] = {}
         self.replay_file = os.environ.get("SCALPER_REPLAY_FILE", "")
+        # Several days back to back (``scalper replay DAY1 DAY2 ...``): os.pathsep-separated,
+        # replayed in date order; SCALPER_REPLAY_FILE then names the first (others read its
+        # metadata).
+        files = [f for f in os.environ.get("SCALPER_REPLAY_FILES", "").split(os.pathsep) if f]
+        self.replay_files = files or ([self.replay_file] if self.replay_file else [])
         speed = os.environ.get("SCALPER_REPLAY_SPEED", "max")
         self.speed = 0.0 if speed == "max" else float(speed)
         self.from_hhmm = os.environ.get("SCALPER_REPLAY_FROM") or None
@@ -50,7 +58,7 @@ class FeedService(Service):
     async def start(self) -> None:
         # A session file is the tick source whenever one is given (a replay, or a test feeding a
         # live-mode pipeline); SCALPER_REPLAY itself only switches the other stages' gating on.
-        if self.replay_file:
+        if self.replay_files:
             self._task = asyncio.create_task(self._replay())
         elif self.ctx.replay:
             raise ConfigError("env SCALPER_REPLAY_FILE: required in replay mode")
@@ -75,9 +83,10 @@ class FeedService(Service):
         await self.ctx.redis.set(self.ctx.keys.replay_status(), orjson.dumps(fields))
 
     async def _replay(self) -> None:
+        """Publish every day of the plan back to back, each ending with its SessionEnd."""
         ctx = self.ctx
-        rec = await asyncio.to_thread(
-            load_session, self.replay_file, from_hhmm=self.from_hhmm, to_hhmm=self.to_hhmm
+        plan = await asyncio.to_thread(
+            plan_days, self.replay_files, from_hhmm=self.from_hhmm, to_hhmm=self.to_hhmm
         )
         last = streamids.parse(await self._last_id())
         key = ctx.keys.stream("ticks")
@@ -86,41 +95,77 @@ class FeedService(Service):
         pending = 0
         latest: dict[tuple[str, int], Tick] = {}
         skipped = 0
-        t0_wall = time.monotonic()
-        t0_event: int | None = None
-        total = rec.n
-        log.info("replay starting", extra={"fields": {"file": self.replay_file, "ticks": total,
-                                                      "resume_after": streamids.fmt(*last)}})
-        await self._status(state="running", file=self.replay_file, published=0, total=total)
-        for tid, msg in session_messages(rec, ctx.clock.now_ns,
-                                         clock_interval_ms=ctx.config.algo.runtime.clock_interval_ms):
-            if streamids.parse(tid) <= last:
-                skipped += 1
-                continue
-            if self.speed > 0:
-                if t0_event is None:
-                    t0_event = msg.ts_event
-                due = (msg.ts_event - t0_event) / 1e9 / self.speed
-                ahead = due - (time.monotonic() - t0_wall)
-                if ahead > 0.002:
+        ids = TickIdAllocator()  # one for all days: ids increase strictly across them
+        rate = RateMeter()
+        own_ticks = 0  # ticks this process published (the rate's numerator)
+        ticks_done = 0  # ticks published by anyone (a restarted feed skips those already there)
+        total = sum(d.ticks for d in plan)
+        status: dict[str, Any] = {"state": "running", "days": len(plan),
+                                  "total": total, "speed": self.speed}
+        last_status = 0.0
+
+        async def write_status(msg: Any = None, **fields: Any) -> None:
+            nonlocal last_status
+            last_status = time.monotonic()
+            rate.add(last_status, own_ticks)
+            status.update(fields, published=self.published, skipped=skipped, ticks=ticks_done,
+                          rate=round(rate.rate(), 1))
+            if msg is not None:
+                left = remaining_event_s(plan, status["day_index"] - 1, msg.ts_event)
+                status.update(last_id=msg.tick_id, ts_event=msg.ts_event, remaining_event_s=round(left, 3))
+            await self._status(**status)
+
+        log.info("replay starting", extra={"fields": {
+            "file": self.replay_file, "files": [d.path for d in plan], "ticks": total,
+            "resume_after": streamids.fmt(*last)}})
+        await write_status()
+        for i, day in enumerate(plan):
+            rec = await asyncio.to_thread(
+                load_session, day.path, from_hhmm=self.from_hhmm, to_hhmm=self.to_hhmm
+            )
+            await write_status(file=day.path, day=rec.trading_day, day_index=i + 1)
+            log.info("replay day", extra={"fields": {"file": day.path, "day": rec.trading_day,
+                                                     "ticks": rec.n, "day_index": i + 1}})
+            # Pacing restarts each day: the night between two recorded days is not replayed.
+            t0_wall = time.monotonic()
+            t0_event: int | None = None
+            msg: Any = None
+            for tid, msg in session_messages(rec, ctx.clock.now_ns, ids=ids,
+                                             clock_interval_ms=ctx.config.algo.runtime.clock_interval_ms):
+                is_tick = isinstance(msg, Tick)
+                if streamids.parse(tid) <= last:
+                    skipped += 1
+                    ticks_done += is_tick
+                    continue
+                if self.speed > 0:
+                    if t0_event is None:
+                        t0_event = msg.ts_event
+                    due = (msg.ts_event - t0_event) / 1e9 / self.speed
+                    ahead = due - (time.monotonic() - t0_wall)
+                    if ahead > 0.002:
+                        await self._flush(pipe, latest)
+                        pending = 0
+                        if time.monotonic() - last_status >= STATUS_INTERVAL_S:
+                            await write_status(msg)
+                        await ctx.sleep(ahead)
+                pipe.xadd(key, wire.encode(msg), id=tid, maxlen=maxlen, approximate=True)
+                if is_tick and msg.ltp_paise > 0:
+                    latest[(msg.segment, msg.security_id)] = msg
+                pending += 1
+                self.published += 1
+                own_ticks += is_tick
+                ticks_done += is_tick
+                if pending >= WRITE_BATCH:
                     await self._flush(pipe, latest)
                     pending = 0
-                    await ctx.sleep(ahead)
-            pipe.xadd(key, wire.encode(msg), id=tid, maxlen=maxlen, approximate=True)
-            if isinstance(msg, Tick) and msg.ltp_paise > 0:
-                latest[(msg.segment, msg.security_id)] = msg
-            pending += 1
-            self.published += 1
-            if pending >= WRITE_BATCH:
-                await self._flush(pipe, latest)
-                pending = 0
-                await self._status(state="running", file=self.replay_file, published=self.published,
-                                   total=total, last_id=tid, ts_event=msg.ts_event)
-        await self._flush(pipe, latest)
+                    await write_status(msg)
+            await self._flush(pipe, latest)
+            pending = 0
+            await write_status(msg)
         self.done = True
-        await self._status(state="done", file=self.replay_file, published=self.published,
-                           skipped=skipped, total=total)
-        log.info("replay finished", extra={"fields": {"published": self.published, "skipped": skipped}})
+        await write_status(state="done")
+        log.info("replay finished", extra={"fields": {"published": self.published, "skipped": skipped,
+                                                      "days": len(plan)}})
 
     async def _flush(self, pipe: Any, latest: dict[tuple[str, int], Tick]) -> None:
         for (seg, sid), t in latest.items():
