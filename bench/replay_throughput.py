@@ -14,7 +14,7 @@ clock. The CLI's own "replay drained in Xs" (supervisord start to stop, set-up a
 included) is reported beside it. Afterwards the namespace's keys, the schema and the run
 directory are removed.
 
-    .venv/bin/python bench/replay_throughput.py [--runs N] [--profile DIR]
+    .venv/bin/python bench/replay_throughput.py [--runs N] [--from HH:MM --to HH:MM] [--pythonpath DIR]
 """
 
 from __future__ import annotations
@@ -53,15 +53,11 @@ class ReplayRun:
     group_done_s: dict[str, float] = field(default_factory=dict)  # "group@stream" -> s after start
     window: str = "whole session"
     hwm_kb: dict[str, int] = field(default_factory=dict)
-    hwm_at_s: dict[str, float] = field(
-        default_factory=dict
-    )  # when the peak was reached (s after start)
-    timeline: dict[str, list[tuple[float, int]]] = field(
-        default_factory=dict
-    )  # (s after start, RSS kB)
-    cpu_s: dict[str, float] = field(
-        default_factory=dict
-    )  # CPU seconds between feed start and drained
+    # when each program's peak was reached, and its RSS over the run (s after feed start, kB)
+    hwm_at_s: dict[str, float] = field(default_factory=dict)
+    timeline: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # CPU seconds of each program between feed start and drained
+    cpu_s: dict[str, float] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     redis_cpu_s: float = 0.0  # Redis server CPU seconds between feed start and drained
     machine_busy: float = 0.0  # fraction of all cores busy between feed start and drained

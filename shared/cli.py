@@ -89,6 +89,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
     """
     import http.client
     import xmlrpc.client
+    from typing import Any
 
     import orjson
     import redis
@@ -114,10 +115,11 @@ def cmd_replay(a: argparse.Namespace) -> int:
             raise ScalperError(f"{s}: no such session file")
     if a.speed != "max":
         try:
-            if float(a.speed) <= 0:
-                raise ValueError
+            speed = float(a.speed)
         except ValueError:
-            raise ScalperError(f"--speed {a.speed}: use max or a positive multiple of real time") from None
+            speed = 0.0
+        if not (0 < speed < float("inf")):
+            raise ScalperError(f"--speed {a.speed}: use max or a positive multiple of real time")
     try:
         plan = plan_days(sessions, from_hhmm=a.from_hhmm, to_hhmm=a.to_hhmm)
     except ValueError as exc:
@@ -156,30 +158,46 @@ def cmd_replay(a: argparse.Namespace) -> int:
         "SCALPER_WARMUP_FILE": str(warmup.resolve()) if warmup.exists() and not a.no_warmup else "",
     }
     keys = Keys(env.namespace)
+    sock = f"unix://{run_dir.resolve()}/supervisor.sock"
+    pipeline_rate = RateMeter()  # event seconds per wall second of the slowest stage
+
+    def poll(r: redis.Redis, now: float) -> tuple[bool, str, str]:
+        """(drained, why not, progress line) from the feed's status and the stages' frontiers."""
+        ok, why = drained(r, keys)
+        raw = r.get(keys.replay_status())
+        stages = [g.decode() if isinstance(g, bytes) else str(g)
+                  for g in r.smembers(keys.signals_partitions())] + ["exits"]
+        ts_p = slowest_frontier_ns([r.get(keys.frontier(g)) for g in stages])
+        eta_p = None
+        if ts_p is not None:
+            done_s = event_done_s(plan, ts_p)
+            pipeline_rate.add(now, round(done_s * 1000))
+            per_s = pipeline_rate.rate() / 1000
+            eta_p = (event_total_s(plan) - done_s) / per_s if per_s > 0 else None
+        status = orjson.loads(raw) if raw else {}
+        return ok, why, progress_line(status, pipeline_ts=ts_p, pipeline_eta_s=eta_p)
+
+    def fatal_programs() -> list[str]:
+        """Programs supervisord gave up restarting (a replay would otherwise wait until --timeout)."""
+        sup = xmlrpc.client.ServerProxy("http://127.0.0.1", SupervisorTransport(None, None, sock))
+        try:
+            infos: Any = sup.supervisor.getAllProcessInfo()
+        except (OSError, http.client.HTTPException, xmlrpc.client.Error):
+            return []  # supervisord still starting
+        return [p["name"] for p in infos if p["statename"] == "FATAL"]
+
     t0 = time.monotonic()
     proc = start_supervisord(run_dir, extra)
     r = redis.Redis.from_url(env.redis_url)
-    sock = f"unix://{run_dir.resolve()}/supervisor.sock"
     tty = sys.stderr.isatty()
     try:
-        # Drained three polls in a row; Redis may restart meanwhile (services crash and come back
-        # under supervisord), so a lost connection is waited out, not fatal.
+        # Drained three polls in a row. Redis may restart meanwhile (the services crash and come
+        # back under supervisord), so a lost connection is waited out, not fatal.
         stable, shown, checked, why = 0, 0.0, 0.0, "starting"
-        pipeline_rate = RateMeter()  # event seconds the slowest stage gets through per second
         while stable < 3:
             now = time.monotonic()
             try:
-                ok, why = drained(r, keys)
-                raw = r.get(keys.replay_status())
-                stages = [g.decode() for g in r.smembers(keys.signals_partitions())] + ["exits"]
-                ts_p = slowest_frontier_ns([r.get(keys.frontier(g)) for g in stages])
-                eta_p = None
-                if ts_p is not None:
-                    done_s = event_done_s(plan, ts_p)
-                    pipeline_rate.add(now, round(done_s * 1000))
-                    per_s = pipeline_rate.rate() / 1000
-                    eta_p = (event_total_s(plan) - done_s) / per_s if per_s > 0 else None
-                line = progress_line(orjson.loads(raw) if raw else {}, pipeline_ts=ts_p, pipeline_eta_s=eta_p)
+                ok, why, line = poll(r, now)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 ok, line = False, f"redis unavailable ({exc}); waiting"
             stable = stable + 1 if ok else 0
@@ -187,19 +205,14 @@ def cmd_replay(a: argparse.Namespace) -> int:
                 raise ScalperError(f"supervisord exited with code {proc.returncode}; logs in {run_dir}")
             if now - checked >= 2:
                 checked = now
-                sup = xmlrpc.client.ServerProxy("http://127.0.0.1", SupervisorTransport(None, None, sock))
-                try:
-                    fatal = [p["name"] for p in sup.supervisor.getAllProcessInfo() if p["statename"] == "FATAL"]
-                except (OSError, http.client.HTTPException, xmlrpc.client.Error):
-                    fatal = []  # supervisord still starting
-                if fatal:
+                if fatal := fatal_programs():
                     raise ScalperError(f"{', '.join(fatal)} failed to start repeatedly (FATAL); see "
                                        f"{', '.join(str(run_dir / f'{f}.log') for f in fatal)}")
             if now - t0 > a.timeout:
                 raise ScalperError(f"replay not drained after {a.timeout:.0f}s: {why}")
             if now - shown >= (0.5 if tty else 5):
                 shown = now
-                text = line if why.startswith("feed:") or ok else f"{line}; draining: {why}"
+                text = line if ok or why.startswith("feed:") else f"{line}; draining: {why}"
                 print(f"\r\x1b[K  {text}" if tty else f"  {text}", end="" if tty else "\n",
                       file=sys.stderr, flush=True)
             time.sleep(0.2)

@@ -130,7 +130,8 @@ def type_info(tp: Any) -> TypeInfo:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Per field of a struct class: its attribute docstring, else its trailing ``# comment``."""
+    """Per field of a struct class: its attribute docstring, else the trailing ``# comment`` on
+    its line(s)."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
@@ -154,8 +155,12 @@ def field_docs(cls: type) -> dict[str, str]:
             and isinstance(nxt.value.value, str)
         ):
             out[stmt.target.id] = inspect.cleandoc(nxt.value.value)
-        elif stmt.lineno in comments and not comments[stmt.lineno].startswith(("type:", "noqa")):
-            out[stmt.target.id] = comments[stmt.lineno]
+        else:
+            lines = range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
+            found = [comments[n] for n in lines if n in comments]
+            found = [c for c in found if not c.startswith(("type:", "noqa", "fmt:"))]
+            if found:
+                out[stmt.target.id] = " ".join(found)
     return out
 
 

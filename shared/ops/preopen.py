@@ -13,7 +13,8 @@ instruments    the instruments table was updated within :data:`INSTRUMENTS_MAX_A
                CE and PE options of every enabled index for the day's expiry (the calendar's
                scheduled expiry or an earlier listed one) and, on expiry day, the next expiry
 access_token   live: ``GET /profile`` answers for ``DHAN_CLIENT_ID`` and the token stays valid
-               past the close (``risk.market_close_hhmm``); paper: skipped, not needed
+               past the close (``risk.market_close_hhmm``); paper: skipped ("not needed")
+               unless ``DHAN_ACCESS_TOKEN`` is set: paper trading on the live feed uses it
 funds          live: ``GET /fundlimit`` answers with a positive available balance;
                paper: ``paper.balance_rupees`` is positive
 clock          the local wall clock is within :data:`CLOCK_TOLERANCE_S` of the broker's
@@ -316,7 +317,7 @@ def check_token(
     mode: Mode, token: TokenFacts | None, client_id: str, day: dt.date, close_hhmm: str
 ) -> CheckResult:
     name = "access_token"
-    if mode == "paper":
+    if mode == "paper" and (token is None or not token.token_set):
         return CheckResult(name=name, status="skip", detail="not needed in paper mode")
     if token is None or not token.token_set:
         return CheckResult(name=name, status="fail", detail="DHAN_ACCESS_TOKEN is not set")
@@ -352,9 +353,10 @@ def check_token(
         validity = f"valid until {token.token_validity} IST"
     else:
         validity = f"validity {token.token_validity!r} (format not understood, not checked)"
-    return _result(
-        name, problems, f"GET /profile answered for client {token.client_id}; {validity}"
-    )
+    ok = f"GET /profile answered for client {token.client_id}; {validity}"
+    if mode == "paper":
+        ok += " (paper mode: the live market feed uses it)"
+    return _result(name, problems, ok)
 
 
 def check_funds(mode: Mode, funds: FundsFacts | None, paper_balance_paise: int) -> CheckResult:

@@ -100,10 +100,11 @@ def gather(
     day = day or ist_day(now_ns)
     database, instruments, pg_clock = _ledger_facts(env, day, wall_ns)
     token = funds = None
+    clock = pg_clock
     if env.mode == "live":
         token, funds, clock = asyncio.run(_broker_facts(env, wall_ns, transport))
-    else:
-        clock = pg_clock
+    elif env.access_token:  # paper trading on the live market feed, which needs the token
+        token, _, _ = asyncio.run(_broker_facts(env, wall_ns, transport, with_funds=False))
     return checks.PreopenFacts(
         day=day,
         now_ns=now_ns,
@@ -200,8 +201,14 @@ def _ns(ts: dt.datetime) -> int:
 
 
 async def _broker_facts(
-    env: EnvConfig, wall_ns: WallClock, transport: httpx.AsyncBaseTransport | None
+    env: EnvConfig,
+    wall_ns: WallClock,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    with_funds: bool = True,
 ) -> tuple[checks.TokenFacts, checks.FundsFacts, checks.ClockFacts]:
+    """``GET /profile`` (and ``GET /fundlimit`` when ``with_funds``), reading the broker's clock
+    from their ``Date`` headers."""
     host = urlsplit(env.dhan_rest_url).netloc or env.dhan_rest_url
     source = f"the DhanHQ REST endpoint ({host})"
     redact = RedactSecrets(secret_forms(env.access_token)).redact
@@ -224,7 +231,7 @@ async def _broker_facts(
                 profile = await rest.profile()
             except BrokerError as exc:
                 profile_err, auth_failed = _describe(exc, redact), isinstance(exc, BrokerAuthError)
-            if profile is not None:
+            if profile is not None and with_funds:
                 try:
                     funds = await rest.fund_limit()
                 except BrokerError as exc:

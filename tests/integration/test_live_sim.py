@@ -152,12 +152,12 @@ class FaultDriver(threading.Thread):
 
     def __init__(self, run: SimRun, schema: str) -> None:
         super().__init__(daemon=True)
-        self.run, self.schema = run, schema
+        self.sim, self.schema = run, schema
         self.applied: list[str] = []
         self.stop = threading.Event()
 
     def post(self, body: dict) -> None:
-        httpx.post(f"{self.run.ready['control_url']}/faults", json=body, timeout=10).raise_for_status()
+        httpx.post(f"{self.sim.ready['control_url']}/faults", json=body, timeout=10).raise_for_status()
         self.applied.append(",".join(body))
 
     def run(self) -> None:  # noqa: C901 - a plain schedule
@@ -170,7 +170,7 @@ class FaultDriver(threading.Thread):
         ]
         timeout_armed = False
         while not self.stop.is_set():
-            st = self.run.sim_state()
+            st = self.sim.sim_state()
             now_min = ist_minute_of_day(st["now_ns"])
             while plan and now_min >= hhmm_to_minutes(plan[0][0]):
                 self.post(plan.pop(0)[1])
@@ -194,6 +194,7 @@ def test_faults_one_after_another_lose_no_fill_and_duplicate_no_order(deployment
         finally:
             driver.stop.set()
             driver.join(10)
+        httpx.delete(f"{run.ready['control_url']}/faults", timeout=10).raise_for_status()
         broker_orders = run.broker("/orders")
         broker_trades = run.broker("/trades")
     print("faults applied:", driver.applied)

@@ -257,6 +257,18 @@ def test_live_preopen_against_the_simulator_passes(deployment, sim, date_header,
     assert trading_state(pg, ns, redis_url)[0] == "ACTIVE"
 
 
+def test_paper_preopen_with_a_token_checks_it_for_the_live_feed(deployment, sim, date_header):
+    _, _, env = deployment
+    paper = {**live(env, sim), "SCALPER_MODE": "paper"}
+    code, doc, out = preopen(paper)
+    details = {c["name"]: c["detail"] for c in doc["checks"]}
+    assert code == 0 and statuses(doc)["access_token"] == "pass", out
+    assert details["access_token"].endswith("(paper mode: the live market feed uses it)")
+    assert details["funds"].startswith("paper balance") and "PostgreSQL now()" in details["clock"]
+    code, doc, _ = preopen({**paper, "DHAN_ACCESS_TOKEN": "not-the-token-123"})
+    assert code == 1 and [n for n, s in statuses(doc).items() if s == "fail"] == ["access_token"]
+
+
 def test_live_preopen_with_a_refused_token_halts_and_never_prints_the_token(
     deployment, sim, date_header, redis_url
 ):

@@ -4,6 +4,7 @@ day boundary of a multi-day replay (their per-day state must not leak into the n
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -152,6 +153,17 @@ def test_event_time_left_and_done_skip_the_nights_between_days():
     assert event_done_s(days, ist_to_ns(D2, "09:25")) == 3600 + 600
     assert remaining_event_s(days, 1, ist_to_ns(D2, "09:45")) == 0
     assert remaining_event_s(days, 2, 0) == 0
+
+
+def test_replay_cli_refuses_bad_day_sets_and_speeds_before_starting_anything(tmp_path, capsys):
+    from shared.cli import main
+
+    shutil.copy(SAMPLE, tmp_path / "copy.parquet")
+    assert main(["replay", str(SAMPLE), str(tmp_path / "copy.parquet")]) == 2
+    assert "both are trading day 2026-12-01" in capsys.readouterr().err
+    for speed in ("0", "-2", "fast", "nan"):
+        assert main(["replay", str(SAMPLE), "--speed", speed]) == 2
+        assert f"--speed {speed}: use max or a positive multiple" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- progress and ETA

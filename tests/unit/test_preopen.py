@@ -254,6 +254,14 @@ def close_hhmm() -> str:
     return algo("NIFTY").risk.market_close_hhmm
 
 
+def test_paper_mode_checks_a_configured_token_used_by_the_live_feed():
+    r = po.check_token("paper", LIVE_TOKEN, "1100000001", DAY, close_hhmm())
+    assert r.status == "pass" and r.detail.endswith("(paper mode: the live market feed uses it)")
+    refused = po.TokenFacts(token_set=True, error="BrokerAuthError: DH-901", auth_failed=True)
+    assert po.check_token("paper", refused, "1100000001", DAY, close_hhmm()).status == "fail"
+    assert po.check_token("paper", None, "", DAY, close_hhmm()).status == "skip"
+
+
 def test_refused_token_fails_and_says_to_generate_a_new_one():
     tok = po.TokenFacts(token_set=True, error="BrokerAuthError: DH-901", auth_failed=True)
     r = po.check_token("live", tok, "1100000001", DAY, close_hhmm())
