@@ -4,6 +4,7 @@
     scalper db migrate                      apply ledger migrations (safe to run twice)
     scalper instruments import --file PATH  import DhanHQ's scrip master into the ledger
     scalper record [--compact DAY]          record ticks to Parquet (the recorder process)
+    scalper sim --session S --instruments I the loopback DhanHQ simulator (python -m dhansim)
     scalper replay FILE... [--speed max|N]  replay sessions (days) through the supervised pipeline
     scalper report [--html P] [--png P]     print the trades and totals of a deployment
     scalper status [--json]                 services, streams, trading state, positions, today
@@ -326,14 +327,29 @@ def cmd_up(a: argparse.Namespace) -> int:
     return proc.wait()
 
 
+SCRIP_MASTER_URL = "https://images.dhan.co/api-data/api-scrip-master-detailed.csv"
+
+
 def cmd_instruments(a: argparse.Namespace) -> int:
     from shared.instruments import parse_scrip_master
 
-    if not a.file:
-        raise ScalperError("instruments import: --file PATH is required (no network here)")
+    if not a.file and not a.url:
+        raise ScalperError("instruments import: give --file PATH or --url [URL]")
+    if a.url:
+        import httpx
+
+        url = SCRIP_MASTER_URL if a.url == "default" else a.url
+        try:
+            resp = httpx.get(url, timeout=120, follow_redirects=True)
+            resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ScalperError(f"instruments import: cannot download {url}: {exc}") from None
+        source: Path | bytes = resp.content
+    else:
+        source = Path(a.file)
     env = _env()
     ledger = _ledger(env)
-    n = ledger.upsert_instruments(parse_scrip_master(Path(a.file)))
+    n = ledger.upsert_instruments(parse_scrip_master(source))
     print(f"imported {n} instruments into schema {env.db_schema}")
     return 0
 
@@ -495,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("instruments", help="instrument master")
     ins.add_argument("action", choices=["import"])
     ins.add_argument("--file")
+    ins.add_argument("--url", nargs="?", const="default",
+                     help="download the detailed scrip master (default DhanHQ URL) instead of --file")
     rp = sub.add_parser("replay", help="replay recorded sessions (days) through the supervised pipeline")
     rp.add_argument("session", nargs="+", help="session files, one trading day each; replayed "
                                                "back to back in date order")
@@ -582,6 +600,10 @@ def main(argv: list[str] | None = None) -> int:
         from shared.synth import main as synth_main
 
         return synth_main(argv[1:])
+    if argv[:1] == ["sim"]:
+        from dhansim.__main__ import main as sim_main
+
+        return sim_main(argv[1:])
     if argv[:1] == ["record"]:
         from services.recorder.__main__ import main as record_main
 

@@ -34,6 +34,10 @@ def supervisor_env(run_dir: Path, extra: dict[str, str]) -> dict[str, str]:
         "PYTHONPATH": str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
         "PYTHONUNBUFFERED": "1",
     })
+    for k, default in (("SCALPER_SIM_SESSION", str(ROOT / "data/sample/session.parquet")),
+                       ("SCALPER_SIM_INSTRUMENTS", str(ROOT / "data/sample/instruments.csv")),
+                       ("SCALPER_SIM_SPEED", "1")):
+        env.setdefault(k, default)
     env.update(extra)
     return env
 

@@ -72,7 +72,41 @@ class SignalsService(Service):
                 # service: start fresh and say so; signals' msg_ids still deduplicate outputs.
                 log.warning("checkpoint not usable; starting fresh", extra={"fields": {"error": str(exc)}})
         self.core = SignalsCore(algo.signals, self._indices(), self.ctx.clock.now_ns)
-        self._warm_up()
+        if self.ctx.config.env.mode == "live" and not os.environ.get("SCALPER_WARMUP_FILE"):
+            await self._warm_up_live()
+        else:
+            self._warm_up()
+
+    async def _warm_up_live(self) -> None:
+        """Live: 1-minute candles of the previous trading day and of today so far from the
+        intraday charts endpoint (the last, possibly forming, bar is dropped)."""
+        from datetime import date as _date
+
+        from shared.calendar import previous_trading_day
+        from shared.clock import ist_day
+        from shared.dhan.rest import DhanRest
+        from shared.errors import BrokerError
+        from shared.warmup import candles_from_charts
+
+        assert self.core is not None
+        env = self.ctx.config.env
+        day_s = os.environ.get("SCALPER_WARMUP_DAY", "")
+        today = _date.fromisoformat(day_s) if day_s else ist_day(self.ctx.clock.now_ns())
+        prev = previous_trading_day(today, "NSE")
+        async with DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token) as rest:
+            for ix in self._indices():
+                if not ix.enabled:
+                    continue
+                try:
+                    c = await rest.intraday_charts(ix.security_id, ix.segment, "INDEX", 1, prev, today)
+                except BrokerError as exc:
+                    log.warning("warm-up from intraday charts failed", extra={"fields": {
+                        "index": ix.key, "error": str(exc)}})
+                    continue
+                candles = candles_from_charts(c.ts_ns, c.open_paise, c.high_paise, c.low_paise, c.close_paise)[:-1]
+                n = self.core.warm_up(ix.key, candles) if candles else 0
+                log.info("warm-up", extra={"fields": {"index": ix.key, "candles": n, "source": "intraday charts",
+                                                      "from": prev.isoformat(), "to": today.isoformat()}})
 
     def _warm_up(self) -> None:
         """Replay: previous day's session (SCALPER_WARMUP_FILE) so indicators are valid at 09:15."""

@@ -3,8 +3,9 @@
 ``scalper preopen`` (:func:`preopen`): gather the facts the checks of :mod:`shared.ops.preopen`
 need — Redis PING; the ledger's migrations, instruments and (paper mode) ``now()``; in live
 mode ``GET /profile`` and ``GET /fundlimit`` from DhanHQ, whose HTTP ``Date`` header is the
-reference clock — run the checks, and when one fails set the trading state HALTED (ledger and
-Redis, as ``scalper halt`` does) with the failures as the reason. Nothing here lifts a halt:
+reference clock (in paper mode ``GET /profile`` only, when a token is set) — run the checks,
+and when one fails set the trading state HALTED (ledger and Redis, as ``scalper halt`` does)
+with the failures as the reason. Nothing here lifts a halt:
 ``scalper resume`` does, once the failures are fixed.
 
 ``scalper eod`` (:func:`eod`): after the close, the day's report (text, and HTML under
@@ -25,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import redis
 
 from shared.calendar import TradingCalendar, load_calendar
@@ -159,6 +161,7 @@ def _ledger_facts(
             before = wall_ns()
             row = conn.execute("SELECT now()").fetchone()
             after = wall_ns()
+            assert row is not None
             clock = checks.ClockFacts(
                 source=source,
                 local_before_ns=before,
@@ -173,12 +176,15 @@ def _ledger_facts(
     return database, instruments, clock
 
 
-def _instrument_facts(conn, schema: str, day: dt.date) -> checks.InstrumentFacts:  # noqa: ANN001
+def _instrument_facts(
+    conn: psycopg.Connection, schema: str, day: dt.date
+) -> checks.InstrumentFacts:
     try:
         exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.instruments",)).fetchone()
         if not exists or exists[0] is None:
             return checks.InstrumentFacts(error=f"no instruments table in schema {schema}")
-        newest = conn.execute("SELECT max(updated_at) FROM instruments").fetchone()[0]
+        top = conn.execute("SELECT max(updated_at) FROM instruments").fetchone()
+        newest = top[0] if top else None
         rows = conn.execute(
             "SELECT underlying, segment, expiry, option_type, count(*) FROM instruments"
             " WHERE expiry >= %s AND option_type IN ('CE', 'PE')"

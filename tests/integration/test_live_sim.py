@@ -8,8 +8,9 @@
   live fill price must lie within the option's price range between the deciding tick and the
   simulator's fill time. The simulator's trade book matches the project's fills.
 - With orders disabled no order reaches the simulator and the would-be payloads are logged.
-- With faults switched on one after another (429 bursts, 5xx, a dropped feed and order-update
-  socket, duplicated and reordered packets, a rejected order, an order whose answer is lost, and
+- With faults switched on one after another (429 bursts, slow answers, 5xx, a dropped feed and
+  order-update socket, duplicated and reordered packets, a rejected order, an order whose answer
+  is lost, and
   finally a disconnect 807), the run finishes with no duplicate order, no lost fill, and every
   failure in a readable log line.
 """
@@ -163,6 +164,8 @@ class FaultDriver(threading.Thread):
     def run(self) -> None:  # noqa: C901 - a plain schedule
         plan = [
             ("09:16", {"http_429": 2, "http_path_prefix": "/v2/orders", "feed_duplicate": 30, "feed_reorder": 30}),
+            ("09:18", {"delay_ms": 400}),
+            ("09:19", {"delay_ms": 0}),
             ("09:20", {"drop_feed": True}),
             ("09:22", {"drop_order_ws": True}),
             ("09:27", {"reject_orders": 1, "reject_reason": "RMS: test rejection"}),
@@ -198,7 +201,7 @@ def test_faults_one_after_another_lose_no_fill_and_duplicate_no_order(deployment
         broker_orders = run.broker("/orders")
         broker_trades = run.broker("/trades")
     print("faults applied:", driver.applied)
-    assert len(driver.applied) >= 5
+    assert len(driver.applied) >= 7
     cids = [o["correlationId"] for o in broker_orders]
     assert len(cids) == len(set(cids)), "a correlation id reached the broker twice"
     ours = rows(live.db_schema, "SELECT correlation_id, status, broker_order_id FROM orders")
