@@ -11,6 +11,7 @@ The handler takes an :class:`HttpRequest` and returns an :class:`HttpResponse` o
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -150,6 +151,7 @@ def _encode(conn: h11.Connection, response: HttpResponse) -> bytes:
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
         ("server", "dhansim"),
+        ("date", email.utils.formatdate(usegmt=True)),
         *response.headers,
     ]
     return (

@@ -341,7 +341,7 @@ def load_env(environ: dict[str, str] | None = None) -> EnvConfig:
         dhan_feed_url=e.get("DHAN_FEED_URL", "wss://api-feed.dhan.co"),
         dhan_order_ws_url=e.get("DHAN_ORDER_WS_URL", "wss://api-order-update.dhan.co"),
         run_dir=e.get("SCALPER_RUN_DIR", "run"),
-        _token=e.get("DHAN_ACCESS_TOKEN", ""),
+        _token=e.get("DHAN_ACCESS_TOKEN", "").strip(),  # a CRLF .env would leave a '\r'
     )
 
 
@@ -389,14 +389,14 @@ def _check_semantics(cfg: AlgoConfig, source: str) -> None:
         prev, cur = bands[i - 1].upto_rupees, bands[i].upto_rupees
         if prev is None or (cur is not None and cur <= prev):
             raise ConfigError(f"{source}: $.capital.bands[{i}].upto_rupees: bands must ascend")
-    for key in cfg.risk.daily_loss_limit_pct_by_index:
-        if key not in keys:
-            raise ConfigError(f"{source}: $.risk.daily_loss_limit_pct_by_index.{key}: unknown index")
-    for key in cfg.streams.maxlen:
-        from shared.keys import LOGICAL_STREAMS
+    for ix_key in cfg.risk.daily_loss_limit_pct_by_index:
+        if ix_key not in keys:
+            raise ConfigError(f"{source}: $.risk.daily_loss_limit_pct_by_index.{ix_key}: unknown index")
+    from shared.keys import LOGICAL_STREAMS
 
-        if key not in LOGICAL_STREAMS:
-            raise ConfigError(f"{source}: $.streams.maxlen.{key}: unknown stream")
+    for stream in cfg.streams.maxlen:
+        if stream not in LOGICAL_STREAMS:
+            raise ConfigError(f"{source}: $.streams.maxlen.{stream}: unknown stream")
     if cfg.entries.window_start_hhmm >= cfg.entries.window_end_hhmm:
         raise ConfigError(f"{source}: $.entries.window_start_hhmm: not before window_end_hhmm")
     if cfg.risk.trailing_mode == "tiered" and not cfg.risk.trailing_tiers:

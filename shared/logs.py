@@ -19,7 +19,8 @@ _TOKEN_QS = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        forms = {f for s in secrets if s for f in (s, s.strip())}
+        self.secrets = sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for s in self.secrets:

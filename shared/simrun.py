@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,13 @@ from shared.supervise import ROOT, group_states, start_supervisord, stop_supervi
 SIM_TOKEN = os.environ.get("SCALPER_SIM_TOKEN") or "sim-access-token-0123456789"
 """The simulator's access token; ``SCALPER_SIM_TOKEN`` overrides it (the secrets test uses a fresh one)."""
 SIM_CLIENT = "1100000001"
+
+
+def _pump(stream: Any, log_path: Path) -> None:
+    with open(log_path, "a") as out:
+        for line in stream:
+            out.write(line)
+            out.flush()
 
 
 def start_simulator(session: Path, instruments: Path, log_path: Path, *, speed: str = "max",
@@ -52,7 +60,10 @@ def start_simulator(session: Path, instruments: Path, log_path: Path, *, speed: 
         if not line:
             raise RuntimeError(f"simulator did not start; see {log_path}")
         if '"event": "ready"' in line or '"event":"ready"' in line:
-            return proc, json.loads(line)
+            ready = json.loads(line)
+            # Keep draining its stdout into the log so it never blocks on a full pipe.
+            threading.Thread(target=_pump, args=(proc.stdout, log_path), daemon=True).start()
+            return proc, ready
 
 
 def live_env(ready: dict[str, Any], orders_enabled: bool = True) -> dict[str, str]:

@@ -219,6 +219,11 @@ class ExitsService(Service):
     def _state_changes(self) -> None:
         for ch in self.core.take_state_changes():
             if ch.scope == "global":
+                current = self.ledger.get_trading_state().state
+                if current == "HALTED":  # an operator's or pre-open halt is never lifted from here
+                    log.warning("trading state change not applied: state is HALTED",
+                                extra={"fields": msgspec.to_builtins(ch)})
+                    continue
                 self.ledger.set_trading_state(ch.state, ch.reason)
                 self.commit.sets[self.ctx.keys.trading_state()] = ch.state.encode()
             log.warning("trading state change", extra={"fields": msgspec.to_builtins(ch)})

@@ -20,6 +20,8 @@ from shared.dhan.codec import Packet
 from shared.dhan.feed_client import FeedClient, FeedHalted, packet_to_fields
 from shared.messages import Clock, Tick
 from shared.runtime import Context
+from shared.store.db import connect
+from shared.store.ledger import Ledger
 
 log = logging.getLogger("feed.live")
 
@@ -95,6 +97,13 @@ class LiveFeed:
             self.halted = str(exc)
             log.error("market feed halted", extra={"fields": {"reason": self.halted}})
             await self.ctx.redis.set(self.ctx.keys.trading_state(), "HALTED")
+            env = self.ctx.config.env
+            try:  # entries and the executor read the ledger's state
+                led = Ledger(connect(env.database_url, env.db_schema, application_name="feed"))
+                led.set_trading_state("HALTED", self.halted[:500])
+                led.close()
+            except Exception:  # noqa: BLE001 - the Redis key and the log still say it
+                log.exception("could not record the HALTED state in the ledger")
         finally:
             clock.cancel()
 

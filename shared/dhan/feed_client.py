@@ -117,8 +117,11 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def redact(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    return text.replace(secret, "***") if secret else text
+    """``text`` with every occurrence of ``secret`` (as given or stripped) replaced by ``***``."""
+    for form in sorted({secret, secret.strip()}, key=len, reverse=True):
+        if len(form) >= 4:
+            text = text.replace(form, "***")
+    return text
 
 
 class _WireLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -1012,11 +1012,18 @@ class DhanRest:
             )
             raise err from (None if self._holds_token(exc) else exc)
 
+    def _secret_forms(self) -> list[str]:
+        """The token as given and stripped (a CRLF .env leaves '\r' that httpx echoes escaped)."""
+        forms = {self._token, self._token.strip()}
+        return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        for f in self._secret_forms():
+            text = text.replace(f, "***")
+        return text
 
     def _holds_token(self, exc: BaseException) -> bool:
-        return bool(self._token) and (self._token in str(exc) or self._token in repr(exc.args))
+        return any(f in str(exc) or f in repr(exc.args) for f in self._secret_forms())
 
 
 def _seg(value: str) -> str:

@@ -203,6 +203,8 @@ ENV_NOTES: dict[str, str] = {
     "SCALPER_REPLAY_SCHEMA": "Default schema of `scalper replay` (replay).",
     "SCALPER_SIGNALS_INDICES": "Comma-separated indices this signals process handles (partitions).",
     "SCALPER_WARMUP_FILE": "Previous day's session for indicator warm-up.",
+    "SCALPER_WARMUP_DAY": "Live warm-up: the day (YYYY-MM-DD) whose previous trading day's "
+    "candles are fetched over REST (default today, IST).",
     "SCALPER_SIM_TOKEN": "`scalper simrun`: the simulator's access token (tests).",
     "SCALPER_CHARGES": "Path of the charges table (default `config/charges.yml`).",
     "SCALPER_REPLAY_FILES": "Replay: several session files, os.pathsep-separated, played in "

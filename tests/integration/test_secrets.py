@@ -267,13 +267,6 @@ def test_rest_error_echoing_the_token_is_redacted(echoing_broker):
     assert TOKEN not in _all_text(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known leak: a token with a trailing CR/LF (a CRLF .env file) makes httpx raise "
-    "'Illegal header value b\"<token>\\r\"'; the escaped text does not match the raw secret, so "
-    "DhanRest._redact misses it. Fix: load_env strips DHAN_ACCESS_TOKEN (shared/config.py) and "
-    "redaction also covers token.strip() and its escaped repr (shared/dhan/rest.py, shared/logs.py)",
-)
 def test_token_with_a_trailing_carriage_return_never_reaches_the_exception(echoing_broker):
     exc = asyncio.run(_profile_error(echoing_broker, TOKEN + "\r"))
     assert TOKEN not in _all_text(exc)
