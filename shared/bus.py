@@ -284,19 +284,24 @@ class Consumer:
                 self._last_claim = time.monotonic()
                 self._phase = "new"
                 for s in streams:
-                    start = "0-0"
-                    while True:
-                        res = await self.redis.xautoclaim(
-                            self.keys.stream(s), self.group, self.consumer,
-                            min_idle_time=self.claim_idle_ms, start_id=start, count=self.batch_size,
-                        )
-                        start_b, claimed = res[0], res[1]
-                        if claimed:
-                            self.stats["claimed"] += len(claimed)
-                            self._decode(s, claimed, batch)
-                        start = start_b.decode() if isinstance(start_b, bytes) else str(start_b)
-                        if start == "0-0" or len(batch.entries) + len(batch.dead) >= self.batch_size:
-                            break
+                    # Claim only *other* consumers' stale entries: our own pending entries may be
+                    # held on purpose (a stage waiting on a gate) and must not be delivered twice.
+                    key = self.keys.stream(s)
+                    stale = await self.redis.xpending_range(
+                        key, self.group, min="-", max="+", count=self.batch_size, idle=self.claim_idle_ms)
+                    ids = [p["message_id"] for p in stale
+                           if (p["consumer"].decode() if isinstance(p["consumer"], bytes) else p["consumer"]) != self.consumer]
+                    if not ids:
+                        continue
+                    claimed = await self.redis.xclaim(key, self.group, self.consumer,
+                                                      min_idle_time=self.claim_idle_ms, message_ids=ids)
+                    self.stats["claimed"] += len(claimed)
+                    self._decode(s, claimed, batch)
+                    got = {c[0] for c in claimed}
+                    for mid in ids:  # trimmed or deleted meanwhile (Redis drops them from the PEL)
+                        if mid not in got:
+                            mid_s = mid.decode() if isinstance(mid, bytes) else str(mid)
+                            batch.dead.append((s, mid_s, {}, "claimed entry no longer exists (trimmed or deleted)"))
                 if batch:
                     self.stats["read"] += len(batch.entries) + len(batch.dead)
                     return batch

@@ -411,12 +411,19 @@ class ExecutorService(Service):
             await self._publish_state([entry, *others], floor)
 
         await publish(pos)
+        own = await redis.xrange(key, min=intent.tick_id, max=intent.tick_id)
+        if own and intent.kind == "exit":
+            first = self.ticks_decoder.decode(own[0][1])
+            if isinstance(first, SessionEnd):  # a square-off at the session's end
+                return await self._last_tick_before(intent, first)
         while True:
             rows = await redis.xrange(key, min=f"({pos}", count=SCAN_CHUNK)
             for eid_b, raw in rows:
                 eid = eid_b.decode()
                 msg = self.ticks_decoder.decode(raw)
                 if isinstance(msg, SessionEnd):
+                    if intent.kind == "exit":
+                        return await self._last_tick_before(intent, msg)
                     return msg
                 if isinstance(msg, Tick) and core.is_fill_tick(msg, intent, latency):
                     return msg
@@ -427,6 +434,23 @@ class ExecutorService(Service):
                 if self.ctx.stopping:
                     raise Stopping()
                 await redis.xread({key: pos}, count=1, block=200)
+
+    async def _last_tick_before(self, intent: OrderIntent, end: SessionEnd) -> Tick | SessionEnd:
+        """An exit that meets the session's end fills at the instrument's last tick before it
+        (the square-off price); with no tick of the instrument at all it is cancelled."""
+        key = self.ctx.keys.stream("ticks")
+        hi = f"({end.tick_id}"
+        while True:
+            rows = await self.ctx.redis.xrevrange(key, max=hi, count=SCAN_CHUNK)
+            for eid_b, raw in rows:
+                msg = self.ticks_decoder.decode(raw)
+                if isinstance(msg, SessionEnd) and msg.tick_id != end.tick_id:
+                    return end  # the previous day's end: no tick of it this day
+                if isinstance(msg, Tick) and msg.security_id == intent.security_id and msg.ltp_paise > 0:
+                    return msg
+                hi = f"({eid_b.decode()}"
+            if len(rows) < SCAN_CHUNK:
+                return end
 
     def info(self) -> dict[str, Any]:
         return {"fills": self.fills}

@@ -39,6 +39,7 @@ from shared.messages import (
     OrderIntent,
     PositionClosed,
     PositionOpened,
+    SessionEnd,
     Tick,
     make_msg_id,
 )
@@ -343,6 +344,17 @@ class ExitsCore:
         self._roll_day(msg.ts_event, msg.tick_id)
         self._check_limits(msg.ts_event, msg.tick_id)
         return self._sweep(msg.ts_event, msg.tick_id, set())
+
+    def on_session_end(self, msg: SessionEnd) -> list[ExitAction]:
+        """Square off: every position still open when its session ends (a replay cut with
+        ``--to``, or the end of a trading day) is exited at that moment."""
+        self._roll_day(msg.ts_event, msg.tick_id)
+        out = []
+        for pos in self._ordered():
+            if not pos.exiting:
+                reason = f"session_end: {msg.trading_day} ended with the position open at ltp {_rs(pos.ltp_paise)}"
+                out.append(self._start_exit(pos, "session_end", reason, msg.ts_event, msg.tick_id))
+        return out
 
     def catch_up(self, position_id: str, ticks: Iterable[Tick]) -> list[ExitAction]:
         """Replay the ticks since the fill for a position learnt late; stop at its first exit.

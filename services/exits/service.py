@@ -284,7 +284,7 @@ class ExitsService(Service):
             elif isinstance(m, Clock):
                 actions = self.core.on_clock(m)
             elif isinstance(m, SessionEnd):
-                pass
+                actions = self.core.on_session_end(m)
             if streamids.less(self.last_tick, e.entry_id):  # never move back (claimed old entries)
                 self.last_tick = e.entry_id
             self.commit.ack(e.stream, e.entry_id)

@@ -5,8 +5,9 @@
 - Redis killed (SIGKILL) and restarted from its AOF twice during a replay: the services crash,
   supervisord restarts them, and the ledger equals the uninterrupted run's.
 - Several days back to back: two session files given in the wrong order are replayed in date
-  order, tick ids increase across them, each day ends with its SessionEnd, day 1's outcome equals
-  a single-day replay, and day 2 trades again (trades-per-day and cooldowns start afresh).
+  order, tick ids increase across them (also when the feed is killed in day 2 and resumes), each
+  day ends with its SessionEnd, day 1's outcome equals a single-day replay, and day 2 trades
+  again (trades-per-day and cooldowns start afresh).
 - Beside production: a replay on the same Redis and Postgres changes no key or row of another
   namespace/schema and creates nothing outside its own.
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -39,7 +41,7 @@ from shared import streamids, wire
 from shared.clock import ist_day
 from shared.keys import Keys
 from shared.messages import SessionEnd
-from shared.supervise import group_states
+from shared.supervise import group_states, supervisorctl
 from tests.helpers import eventually
 from tests.integration.procs import ROOT
 from tests.integration.test_pipeline_e2e import DB_URL, SAMPLE, decisions, ledger
@@ -78,12 +80,23 @@ class Run:
 
 
 def replay(name: str, run_dir: Path, *sessions: Path, speed: str = "max", redis_url: str | None = None,
-           db_url: str = DB_URL, extra_env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> Run:
+           db_url: str = DB_URL, extra_env: dict[str, str] | None = None, extra: tuple[str, ...] = (),
+           during: Callable[[subprocess.Popen[str]], None] | None = None) -> Run:
+    """Run ``scalper replay`` to the end; ``during(proc)`` runs while it is running."""
     t0 = time.monotonic()
-    proc = subprocess.run(_args(name, run_dir, sessions or (SAMPLE,), speed, *extra), cwd=ROOT,
-                          env=_env(redis_url or _redis_url(), db_url, **(extra_env or {})),
-                          capture_output=True, text=True, timeout=900)
-    return Run(name, proc, time.monotonic() - t0, run_dir)
+    p = subprocess.Popen(_args(name, run_dir, sessions or (SAMPLE,), speed, *extra), cwd=ROOT,
+                         env=_env(redis_url or _redis_url(), db_url, **(extra_env or {})),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if during is not None:
+            during(p)
+        out, err = p.communicate(timeout=900)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    done = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    return Run(name, done, time.monotonic() - t0, run_dir)
 
 
 def log_tails(run_dir: Path, n: int = 40) -> str:
@@ -319,11 +332,33 @@ def two_days(baseline, names, workdir) -> dict[str, Any]:
     cfg, n = re.subn(r"(?m)^(\s*max_trades_per_day:) *\d+", r"\1 2", (ROOT / "config" / "algo.yml").read_text())
     assert n == 1, "config/algo.yml has no max_trades_per_day"
     (d2 / "algo.yml").write_text(cfg)
-    run = replay(new_name(names), workdir / "two_days", d2 / "session.parquet", SAMPLE,
+    name, run_dir = new_name(names), workdir / "two_days"
+    keys = Keys(name)
+    kills = []
+
+    def kill_feed_in_day_two(p: subprocess.Popen[str]) -> None:
+        """SIGKILL the feed once while it publishes day 2: it must resume after its last id."""
+        r = redis.Redis.from_url(_redis_url())
+
+        def in_day_two() -> bool:
+            raw = r.get(keys.replay_status())
+            st = orjson.loads(raw) if raw else {}
+            return p.poll() is not None or st.get("state") == "done" or (
+                st.get("day_index") == 2 and st.get("ticks", 0) > st.get("total", 0) * 0.6)
+
+        eventually(in_day_two, 300, message="feed in day 2")
+        pid = supervisorctl(run_dir, "pid", "scalper:feed").stdout.strip()
+        if p.poll() is None and orjson.loads(r.get(keys.replay_status()))["state"] != "done" and pid.isdigit():
+            os.kill(int(pid), signal.SIGKILL)
+            kills.append(int(pid))
+        r.close()
+
+    run = replay(name, run_dir, d2 / "session.parquet", SAMPLE, during=kill_feed_in_day_two,
                  extra_env={"SCALPER_CONFIG": str(d2 / "algo.yml")},
                  extra=("--instruments", str(d2 / "merged.csv")))
     run.check()
-    return {"name": run.name, "run": run}
+    assert kills, "the feed finished day 2 before it could be killed"
+    return {"name": name, "run": run}
 
 
 @pytest.mark.timeout(600)
@@ -334,7 +369,7 @@ def test_two_days_replay_back_to_back_in_date_order_with_ids_increasing_across_t
     keys = Keys(name)
     status = orjson.loads(r.get(keys.replay_status()))
     assert (status["state"], status["days"], status["day"]) == ("done", 2, "2026-12-02")
-    assert status["ticks"] == status["total"]
+    assert status["ticks"] == status["total"] and status["skipped"] > 0  # the restarted feed resumed
     dec = wire.StreamDecoder("ticks")
     ids, ends = [], []
     for eid, fields in r.xrange(keys.stream("ticks")):
@@ -381,11 +416,6 @@ def test_day_two_trades_again_as_the_daily_trade_count_and_cooldowns_start_afres
     assert any(t[4] == "exited" for t in trades2), trades2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "positions still open at a day's SessionEnd (a session cut with --to) are not squared off: "
-    "exits ignores SessionEnd and the executor cancels an order that meets one; see the replay "
-    "report (exits: exit every open position at SessionEnd; executor: fill such an exit at the "
-    "instrument's last tick before the SessionEnd)"))
 def test_a_position_still_open_at_a_days_session_end_is_squared_off_at_that_session_end(two_days):
     """Day 2's 09:43 entry is still open when the window ends at 09:50 (its SessionEnd)."""
     got = ledger(two_days["name"])
