@@ -428,9 +428,10 @@ def report(res: dict[str, Any], command: str, started: datetime, duration_s: flo
     a(
         "How to read the ratio on this machine: the floor is one client process (plus Redis) and "
         "loses little when another tenant takes a core; the pipeline is seven processes that need "
-        "both cores, and loses in proportion. So the ratio falls as *taken by others* rises (see "
-        "the runs above), while *CPU µs per tick*, the pipeline's own cost, moves far less; it is "
-        "the figure to compare across runs and changes."
+        "both cores, and loses in proportion. So the ratio depends on how much of the machine "
+        "others take at the moment — most of its spread across the runs above is that — while "
+        "*CPU µs per tick*, the pipeline's own cost, moves far less; it is the figure to compare "
+        "across runs and changes."
     )
     a("")
     a(

@@ -55,6 +55,7 @@ a dead service's histograms expire with it. An observation ``v`` falls in the fi
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Sequence
@@ -140,14 +141,13 @@ class LatencyHistograms:
         self._h: dict[str, Histogram] = {}
 
     def observe(self, stage: str, ms: float) -> None:
-        if not STAGE_RE.match(stage):
-            raise ValueError(f"stage name {stage!r}: expected [a-z0-9_]+")
         h = self._h.get(stage)
-        if h is None:
+        if h is None:  # the stage name is checked once, when its histogram is created
+            if not STAGE_RE.match(stage):
+                raise ValueError(f"stage name {stage!r}: expected [a-z0-9_]+")
             h = self._h[stage] = Histogram(buckets_ms=list(self.buckets_ms),
                                            counts=[0] * (len(self.buckets_ms) + 1))
-        i = next((i for i, b in enumerate(self.buckets_ms) if ms <= b), len(self.buckets_ms))
-        h.counts[i] += 1
+        h.counts[bisect.bisect_left(self.buckets_ms, ms)] += 1  # first bucket with ms <= bound
         h.count += 1
         h.sum_ms += ms
 

@@ -164,7 +164,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(namespac
     keys = Keys(namespace)
     n = 400
     _write_ticks(sync_redis, keys, n)
-    cfg_env = {"ECHO_DELAY_MS": "3", "SCALPER_CONFIG": str(ROOT / "tests/integration/small_batches.yml")}
+    cfg_env = {"ECHO_DELAY_MS": "10", "SCALPER_CONFIG": str(ROOT / "tests/integration/small_batches.yml")}
     p = _start_echo(namespace, redis_url, "victim", **cfg_env)
     try:
         eventually(lambda: len(_outputs(sync_redis, keys)) >= 60, 30, message="first outputs")
