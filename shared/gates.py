@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared import streamids
 from shared.bus import group_state
+from shared.errors import BusError
 from shared.keys import Keys
 
 
 async def get_frontier(redis: aioredis.Redis, keys: Keys, service: str) -> str:
-    v = await redis.get(keys.frontier(service))
+    try:
+        v = await redis.get(keys.frontier(service))
+    except RedisError as exc:
+        raise BusError(f"cannot read the {service} frontier: {exc}") from exc
     return v.decode() if v else streamids.ZERO
 
 
