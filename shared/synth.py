@@ -44,6 +44,7 @@ from shared.calendar import TradingCalendar, load_calendar
 from shared.clock import NS_PER_S, hhmm_to_minutes, ist_to_ns
 from shared.instruments import option_display_name, option_symbol, write_compact_csv
 from shared.models import Instrument
+from shared.sessionfile import SESSION_SCHEMA
 
 GENERATOR = "algo-scalper shared.synth v1 (regime-switching GBM index; Black-Scholes with smile)"
 LABEL = "SYNTHETIC — not real market data"
@@ -73,21 +74,7 @@ ITM_TICK_RATE_FACTOR = 0.85  # in-the-money contracts tick less
 OI_REFRESH_S = (20.0, 40.0)  # the exchange publishes OI periodically, not per trade
 SPREAD_FRAC = 0.0008  # typical spread as a fraction of the option price (min one tick)
 
-COLUMNS: dict[str, type[pl.DataType]] = {
-    "ts_recv_ns": pl.Int64,
-    "segment": pl.String,
-    "security_id": pl.Int64,
-    "ltp": pl.Float64,
-    "ltq": pl.Int64,
-    "ltt_s": pl.Int64,
-    "volume": pl.Int64,
-    "oi": pl.Int64,
-    "bid": pl.Float64,
-    "ask": pl.Float64,
-    "bid_qty": pl.Int64,
-    "ask_qty": pl.Int64,
-    "kind": pl.String,
-}
+COLUMNS = SESSION_SCHEMA  # the recorded-session format (shared/sessionfile.py)
 
 
 class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shared.messages import Clock, Message, SessionEnd, Tick, make_msg_id
+from shared.sessionfile import SESSION_SCHEMA
 from shared.types import round_to_tick
 
 NS_PER_MS = 1_000_000
@@ -38,8 +39,7 @@ class TickIdAllocator:
 class Recorded:
     """Column arrays of a recorded session (see ``shared.synth`` / the recorder for the schema)."""
 
-    COLUMNS = ("ts_recv_ns", "segment", "security_id", "ltp", "ltq", "ltt_s", "volume", "oi",
-               "bid", "ask", "bid_qty", "ask_qty", "kind")
+    COLUMNS = tuple(SESSION_SCHEMA)
 
     def __init__(self, columns: dict[str, list[Any]], trading_day: str) -> None:
         missing = [c for c in self.COLUMNS if c not in columns]

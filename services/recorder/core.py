@@ -42,6 +42,7 @@ import polars as pl
 from shared import streamids
 from shared.keys import Keys
 from shared.messages import Tick
+from shared.sessionfile import SESSION_SCHEMA
 
 RECORDER_VERSION = "1"
 """Written into every file's metadata as ``recorder``; bump when the schema changes."""
@@ -50,23 +51,7 @@ NS_PER_DAY = 86_400 * 1_000_000_000
 IST_OFFSET_NS = 19_800 * 1_000_000_000
 _EPOCH = date(1970, 1, 1)
 
-SCHEMA: dict[str, Any] = {
-    "ts_recv_ns": pl.Int64,
-    "segment": pl.String,
-    "security_id": pl.Int64,
-    "ltp": pl.Float64,
-    "ltq": pl.Int64,
-    "ltt_s": pl.Int64,
-    "volume": pl.Int64,
-    "oi": pl.Int64,
-    "bid": pl.Float64,
-    "ask": pl.Float64,
-    "bid_qty": pl.Int64,
-    "ask_qty": pl.Int64,
-    "kind": pl.String,
-    "tick_id": pl.String,
-    "ts_init": pl.Int64,
-}
+SCHEMA: dict[str, Any] = {**SESSION_SCHEMA, "tick_id": pl.String, "ts_init": pl.Int64}
 """Column -> polars type of every recorded file (the replay schema plus tick_id and ts_init)."""
 
 
