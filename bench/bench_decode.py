@@ -1,8 +1,10 @@
 """Decode throughput of the DhanHQ feed codec, in packets per second on one core.
 
 Usage: ``.venv/bin/python bench/bench_decode.py [--quick] [--seed N]``. Prints, for each
-scenario, the median over several runs of (packets decoded / elapsed seconds), measured with
-``time.perf_counter`` over seeded synthetic packets.
+scenario, the median over several runs of (packets decoded / CPU seconds of this process), measured
+with ``time.process_time`` over seeded synthetic packets: "per second on one core" means per
+second of CPU, so a busy shared machine (other processes taking turns on the cores) changes the
+figure far less than wall-clock time would.
 """
 
 from __future__ import annotations
@@ -91,9 +93,9 @@ def make_mixed(rng: random.Random) -> codec.Packet:
 def measure(name: str, runs: int, count: int, body: Callable[[], object]) -> float:
     rates = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = time.process_time()
         body()
-        rates.append(count / (time.perf_counter() - start))
+        rates.append(count / max(time.process_time() - start, 1e-9))
     median = statistics.median(rates)
     print(
         f"{name:<44} {median:>12,.0f} packets/s  (median of {runs}, min {min(rates):,.0f}, "

@@ -23,7 +23,7 @@ Every malformed input raises :class:`shared.errors.PacketError`;
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlencode
 
@@ -167,8 +167,58 @@ class IndexPacket(_Base, frozen=True, gc=False):
     payload: bytes = b""
 
 
+class Depth(Sequence[DepthLevel]):
+    """The Full packet's five levels, decoded from the wire bytes on first use.
+
+    Decoding the 30 depth values into five objects is two thirds of a Full packet's decode
+    cost, and the feed reads only the best level of a few packets; so the decoder keeps the
+    80 raw bytes and unpacks them when indexed or iterated. Equal to (and hashed like) the
+    tuple of its levels, so a decoded packet compares equal to one built with a tuple.
+    """
+
+    __slots__ = ("_raw", "_levels")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._levels: tuple[DepthLevel, ...] | None = None
+
+    def levels(self) -> tuple[DepthLevel, ...]:
+        if self._levels is None:
+            v = _DEPTH.unpack(self._raw)
+            self._levels = tuple(DepthLevel(*v[i : i + 6]) for i in range(0, 6 * DEPTH_LEVELS, 6))
+        return self._levels
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if self._levels is None and type(i) is int and -DEPTH_LEVELS <= i < DEPTH_LEVELS:
+            return DepthLevel(*_LEVEL.unpack_from(self._raw, (i % DEPTH_LEVELS) * _LEVEL.size))
+        return self.levels()[i]
+
+    def __len__(self) -> int:
+        return DEPTH_LEVELS
+
+    def __iter__(self) -> Iterator[DepthLevel]:
+        return iter(self.levels())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Depth):
+            return self._raw == other._raw or self.levels() == other.levels()
+        if isinstance(other, tuple | list):
+            return self.levels() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.levels())
+
+    def __repr__(self) -> str:
+        return repr(self.levels())
+
+
 class Full(_Base, frozen=True, gc=False):
-    """Code 8, 162 bytes. The three OI fields sit before the OHLC block, unlike Quote."""
+    """Code 8, 162 bytes. The three OI fields sit before the OHLC block, unlike Quote.
+
+    ``depth`` is a tuple of five :class:`DepthLevel` when built by hand and a lazy
+    :class:`Depth` (same values, same equality) when decoded from the wire.
+    """
 
     CODE: ClassVar[int] = CODE_FULL
 
@@ -186,7 +236,7 @@ class Full(_Base, frozen=True, gc=False):
     day_close: float
     day_high: float
     day_low: float
-    depth: tuple[DepthLevel, ...]
+    depth: Sequence[DepthLevel]
     """Five levels, best first."""
 
 
@@ -220,6 +270,10 @@ _QUOTE = struct.Struct("<BHBIfHIfIIIffff")
 _OI = struct.Struct("<BHBII")
 _PREV_CLOSE = struct.Struct("<BHBIfI")
 _FULL = struct.Struct("<BHBIfHIfIIIIIIffff" + "IIHHff" * DEPTH_LEVELS)
+_LEVEL = struct.Struct("<IIHHff")
+_DEPTH = struct.Struct("<" + "IIHHff" * DEPTH_LEVELS)
+_FULL_HEAD = struct.Struct("<BHBIfHIfIIIIIIffff")
+"""The Full packet up to its depth block (62 bytes); the depth (100 bytes) follows."""
 _DISCONNECT = struct.Struct("<BHBIH")
 
 PACKET_SIZES: dict[int, int] = {
@@ -235,6 +289,7 @@ PACKET_SIZES: dict[int, int] = {
 """Minimum total size of each packet type in bytes, header included."""
 
 assert _FULL.size == 162 and _QUOTE.size == 50 and _TICKER.size == 16  # reference §1.6
+assert _FULL_HEAD.size + _DEPTH.size == _FULL.size
 
 
 def _length_field(total: int) -> int:
@@ -284,28 +339,20 @@ def _decode_full(
     buf: Buffer,
     off: int,
     total: int,
-    _unpack: Callable[[Buffer, int], tuple[Any, ...]] = _FULL.unpack_from,
+    _unpack: Callable[[Buffer, int], tuple[Any, ...]] = _FULL_HEAD.unpack_from,
     _full: type[Full] = Full,
-    _level: type[DepthLevel] = DepthLevel,
+    _depth: type[Depth] = Depth,
+    _head: int = _FULL_HEAD.size,
+    _size: int = _FULL.size,
 ) -> Packet:
-    # One unpack into locals and positional construction: the hot path (~50 fields per packet).
+    # The hot path: one unpack of the 18 leading values into locals, positional construction,
+    # and the depth block kept as bytes (decoded on first use, see Depth).
     (
         _, _, seg, sid, ltp, ltq, ltt, atp, vol, sell, buy, oi, oi_hi, oi_lo, op, cl, hi, lo,
-        a0, a1, a2, a3, a4, a5,
-        b0, b1, b2, b3, b4, b5,
-        c0, c1, c2, c3, c4, c5,
-        d0, d1, d2, d3, d4, d5,
-        e0, e1, e2, e3, e4, e5,
     ) = _unpack(buf, off)  # fmt: skip
     return _full(
         seg, sid, ltp, ltq, ltt, atp, vol, sell, buy, oi, oi_hi, oi_lo, op, cl, hi, lo,
-        (
-            _level(a0, a1, a2, a3, a4, a5),
-            _level(b0, b1, b2, b3, b4, b5),
-            _level(c0, c1, c2, c3, c4, c5),
-            _level(d0, d1, d2, d3, d4, d5),
-            _level(e0, e1, e2, e3, e4, e5),
-        ),
+        _depth(bytes(buf[off + _head : off + _size])),
     )  # fmt: skip
 
 

@@ -146,6 +146,16 @@ def test_full_fields_sit_at_the_reference_offsets():
     assert (p.day_open, p.day_close, p.day_high, p.day_low) == (1.5, 2.5, 3.5, 4.5)
     assert p.depth[0] == DepthLevel(100, 200, 0, 9, 10.0, 20.0)
     assert p.depth[4] == DepthLevel(104, 204, 4, 5, 14.0, 24.0)
+    assert p.depth[-1] == p.depth[4]
+    # The lazily decoded depth behaves as the tuple of its five levels.
+    levels = tuple(DepthLevel(100 + i, 200 + i, i, 9 - i, 10.0 + i, 20.0 + i) for i in range(5))
+    assert list(p.depth) == list(levels)
+    assert p.depth == levels and levels == p.depth
+    assert p.depth[1:3] == levels[1:3]
+    assert hash(p.depth) == hash(levels)
+    assert p == Full(**{**_fields(p), "depth": levels})
+    with pytest.raises(IndexError):
+        p.depth[5]
 
 
 def test_quote_fields_sit_at_the_reference_offsets():
