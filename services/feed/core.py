@@ -37,17 +37,41 @@ class TickIdAllocator:
 
 
 class Recorded:
-    """Column arrays of a recorded session (see ``shared.synth`` / the recorder for the schema)."""
+    """A recorded session (see ``shared.sessionfile`` for the schema), iterated in row chunks.
+
+    Built from a polars frame (``load_session``) it converts ``CHUNK_ROWS`` rows at a time to
+    Python values, so a whole day is never held as Python objects (a 276k-tick day as lists
+    took ~200 MB of the feed's RSS); built from column lists (tests), it is one chunk.
+    """
 
     COLUMNS = tuple(SESSION_SCHEMA)
+    CHUNK_ROWS = 20_000
 
-    def __init__(self, columns: dict[str, list[Any]], trading_day: str) -> None:
-        missing = [c for c in self.COLUMNS if c not in columns]
+    def __init__(self, columns: dict[str, list[Any]] | None, trading_day: str, *, frame: Any = None) -> None:
+        names = frame.columns if frame is not None else list(columns or {})
+        missing = [c for c in self.COLUMNS if c not in names]
         if missing:
             raise ValueError(f"recorded session lacks columns: {', '.join(missing)}")
-        self.c = columns
-        self.n = len(columns["ts_recv_ns"])
+        self._columns = columns
+        self._frame = frame
+        self.n = frame.height if frame is not None else len(columns["ts_recv_ns"])  # type: ignore[index]
         self.trading_day = trading_day
+
+    @property
+    def c(self) -> dict[str, list[Any]]:
+        """Every column as one Python list (the whole session in memory: tools and tests)."""
+        if self._columns is None:
+            self._columns = {c: self._frame[c].to_list() for c in self.COLUMNS}
+        return self._columns
+
+    def chunks(self) -> Iterator[dict[str, list[Any]]]:
+        """The columns as Python lists, ``CHUNK_ROWS`` rows at a time, in row order."""
+        if self._frame is None:
+            yield self.c
+            return
+        for start in range(0, self.n, self.CHUNK_ROWS):
+            part = self._frame.slice(start, self.CHUNK_ROWS)
+            yield {c: part[c].to_list() for c in self.COLUMNS}
 
 
 def session_messages(
@@ -64,33 +88,33 @@ def session_messages(
     ids increase strictly across the days too); a fresh one by default.
     """
     ids = ids if ids is not None else TickIdAllocator()
-    c = rec.c
-    ts_col, seg_col, sid_col, ltp_col = c["ts_recv_ns"], c["segment"], c["security_id"], c["ltp"]
-    ltq, ltt, vol, oi = c["ltq"], c["ltt_s"], c["volume"], c["oi"]
-    bid, ask, bq, aq, kind = c["bid"], c["ask"], c["bid_qty"], c["ask_qty"], c["kind"]
     interval_ns = clock_interval_ms * NS_PER_MS
     next_clock = None
     last_ts = 0
-    for i in range(rec.n):
-        ts = int(ts_col[i])
-        if next_clock is None:
-            next_clock = (ts // interval_ns + 1) * interval_ns
-        while ts >= next_clock:
-            cid = ids.next_id(next_clock)
-            yield cid, Clock(msg_id=f"clk-{cid}", ts_event=next_clock, ts_init=now_ns(), tick_id=cid)
-            next_clock += interval_ns
-        seg = seg_col[i]
-        sid = int(sid_col[i])
-        tp = tick_paise(seg, sid) if tick_paise else DEFAULT_TICK_PAISE
-        tid = ids.next_id(ts)
-        yield tid, Tick(
-            msg_id=f"tick-{tid}", ts_event=ts, ts_init=now_ns(), tick_id=tid,
-            segment=seg, security_id=sid, ltp_paise=round_to_tick(float(ltp_col[i]), tp),
-            ltq=int(ltq[i]), ltt_s=int(ltt[i]), volume=int(vol[i]), oi=int(oi[i]),
-            bid_paise=round_to_tick(float(bid[i]), tp), ask_paise=round_to_tick(float(ask[i]), tp),
-            bid_qty=int(bq[i]), ask_qty=int(aq[i]), kind=str(kind[i]),
-        )
-        last_ts = ts
+    for c in rec.chunks():
+        ts_col, seg_col, sid_col, ltp_col = c["ts_recv_ns"], c["segment"], c["security_id"], c["ltp"]
+        ltq, ltt, vol, oi = c["ltq"], c["ltt_s"], c["volume"], c["oi"]
+        bid, ask, bq, aq, kind = c["bid"], c["ask"], c["bid_qty"], c["ask_qty"], c["kind"]
+        for i in range(len(ts_col)):
+            ts = int(ts_col[i])
+            if next_clock is None:
+                next_clock = (ts // interval_ns + 1) * interval_ns
+            while ts >= next_clock:
+                cid = ids.next_id(next_clock)
+                yield cid, Clock(msg_id=f"clk-{cid}", ts_event=next_clock, ts_init=now_ns(), tick_id=cid)
+                next_clock += interval_ns
+            seg = seg_col[i]
+            sid = int(sid_col[i])
+            tp = tick_paise(seg, sid) if tick_paise else DEFAULT_TICK_PAISE
+            tid = ids.next_id(ts)
+            yield tid, Tick(
+                msg_id=f"tick-{tid}", ts_event=ts, ts_init=now_ns(), tick_id=tid,
+                segment=seg, security_id=sid, ltp_paise=round_to_tick(float(ltp_col[i]), tp),
+                ltq=int(ltq[i]), ltt_s=int(ltt[i]), volume=int(vol[i]), oi=int(oi[i]),
+                bid_paise=round_to_tick(float(bid[i]), tp), ask_paise=round_to_tick(float(ask[i]), tp),
+                bid_qty=int(bq[i]), ask_qty=int(aq[i]), kind=str(kind[i]),
+            )
+            last_ts = ts
     end_ts = last_ts + 1
     eid = ids.next_id(end_ts)
     yield eid, SessionEnd(

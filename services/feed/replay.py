@@ -34,7 +34,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return {}
 
 
-def _in_window(df: pl.DataFrame, from_hhmm: str | None, to_hhmm: str | None) -> pl.DataFrame:
+def _in_window(df: pl.DataFrame | pl.LazyFrame, from_hhmm: str | None, to_hhmm: str | None) -> Any:
     """Rows whose receive time is in [from, to) IST (minute resolution, like the CLI's flags)."""
     if not (from_hhmm or to_hhmm):
         return df
@@ -49,16 +49,22 @@ def _trading_day(path: str | Path, first_ts_ns: int) -> str:
 
 
 def load_session(path: str | Path, *, from_hhmm: str | None = None, to_hhmm: str | None = None) -> Recorded:
-    """Read a session file, optionally keeping only ticks between two IST times."""
-    df = pl.read_parquet(path).sort("ts_recv_ns", maintain_order=True)
-    if df.height == 0:
+    """Read a session file, optionally keeping only ticks between two IST times.
+
+    Memory: the window is filtered while the file is read (a lazy scan), the frame is sorted only
+    when it is not already in receive order (recorded and generated files are), and the replay
+    converts it to Python values a chunk at a time (``Recorded.chunks``).
+    """
+    first = pl.scan_parquet(path).select(pl.col("ts_recv_ns").min()).collect().item()
+    if first is None:
         raise ValueError(f"{path}: the session file has no ticks")
-    day = _trading_day(path, int(df["ts_recv_ns"][0]))
-    df = _in_window(df, from_hhmm, to_hhmm)
+    day = _trading_day(path, int(first))
+    df = _in_window(pl.scan_parquet(path).select(Recorded.COLUMNS), from_hhmm, to_hhmm).collect()
     if df.height == 0:
         raise ValueError(f"{path}: no ticks between {from_hhmm} and {to_hhmm} IST")
-    cols = {c: df[c].to_list() for c in Recorded.COLUMNS}
-    return Recorded(cols, day)
+    if not df["ts_recv_ns"].is_sorted():
+        df = df.sort("ts_recv_ns", maintain_order=True)
+    return Recorded(None, day, frame=df)
 
 
 class DayPlan(msgspec.Struct, frozen=True, kw_only=True):
