@@ -275,6 +275,45 @@ def merge(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
     return df.drop(["_ms", "_seq"])
 
 
+def _key_columns(lf: pl.LazyFrame) -> pl.LazyFrame:
+    ids = pl.col("tick_id").str.split_exact("-", 1)
+    return lf.select(
+        pl.col("ts_recv_ns"),
+        ids.struct.field("field_0").cast(pl.Int64, strict=False).alias("_ms"),
+        ids.struct.field("field_1").cast(pl.Int64, strict=False).alias("_seq"),
+    )
+
+
+Key = tuple[int, int, int]
+
+
+def key_span(lf: pl.LazyFrame) -> tuple[Key, Key] | None:
+    """(first, last) merge key — (receive time, tick-id ms, tick-id seq) — of a recorded file
+    whose rows strictly increase in that key, else None (unsorted, a duplicated tick, an
+    unparsable tick id, or no rows). Reads only the two key columns."""
+    k = _key_columns(lf).collect()
+    if k.height == 0 or k.null_count().sum_horizontal().item() > 0:
+        return None
+    ts, ms, seq = k["ts_recv_ns"], k["_ms"], k["_seq"]
+    dts, dms, dseq = ts.diff().slice(1), ms.diff().slice(1), seq.diff().slice(1)
+    bad = (dts < 0) | ((dts == 0) & ((dms < 0) | ((dms == 0) & (dseq <= 0))))
+    if bad.any():
+        return None
+    return (ts[0], ms[0], seq[0]), (ts[-1], ms[-1], seq[-1])
+
+
+def concatenable(spans: Iterable[tuple[Key, Key] | None]) -> bool:
+    """True when files with these key spans, concatenated in order, are already a merged day
+    (each strictly increasing, each starting after the previous one ends): the common case,
+    which :func:`merge` would only copy. Then compaction can stream instead of sorting."""
+    last: Key | None = None
+    for span in spans:
+        if span is None or (last is not None and span[0] <= last):
+            return False
+        last = span[1]
+    return True
+
+
 # --------------------------------------------------------------------------- raw capture
 
 RAW_MAGIC = b"DHANRAW1"

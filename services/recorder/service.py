@@ -68,16 +68,20 @@ def _fsync(path: Path) -> None:
 
 
 def write_parquet_durably(
-    df: pl.DataFrame, final: Path, metadata: dict[str, str], *, replace: bool,
+    df: pl.DataFrame | pl.LazyFrame, final: Path, metadata: dict[str, str], *, replace: bool,
     compression_level: int | None = None,
 ) -> None:
     """Write ``df`` to ``final`` so that ``final`` is either absent or complete and on disk:
     a hidden temporary file, fsync, rename (``replace=False``: FileExistsError if ``final``
-    exists), fsync of the directory."""
+    exists), fsync of the directory. A LazyFrame is streamed (never held whole in memory)."""
     tmp = final.with_name(core.tmp_name(final.name, os.getpid()))
     try:
-        df.write_parquet(tmp, compression="zstd", compression_level=compression_level,
-                         metadata=metadata)
+        if isinstance(df, pl.LazyFrame):
+            df.sink_parquet(tmp, compression="zstd", compression_level=compression_level,
+                            metadata=metadata, engine="streaming")
+        else:
+            df.write_parquet(tmp, compression="zstd", compression_level=compression_level,
+                             metadata=metadata)
         _fsync(tmp)
         if replace:
             os.replace(tmp, final)
@@ -164,17 +168,24 @@ class Recordings:
         inputs = ([target] if target.exists() else []) + parts
         if not inputs:
             raise FileNotFoundError(f"no recording of {day} in {self.root}")
-        frames = [pl.read_parquet(p) for p in inputs]
-        for p, f in zip(inputs, frames, strict=True):
-            missing = [c for c in core.SCHEMA if c not in f.columns]
+        for p in inputs:
+            missing = [c for c in core.SCHEMA if c not in pl.read_parquet_schema(p)]
             if missing:
                 raise ValueError(f"{p}: not a recorder file (lacks {', '.join(missing)})")
-        total = sum(f.height for f in frames)
-        merged = core.merge(frames)
+        scans = [pl.scan_parquet(p).select(list(core.SCHEMA)).cast(core.SCHEMA) for p in inputs]  # type: ignore[arg-type]
+        total = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in inputs)
         meta = read_metadata(inputs[0])
         meta.pop("part", None)
         meta.update(core.file_metadata(day, synthetic=meta.get("synthetic", "false")))
-        meta.update({"rows": str(merged.height), "compacted": "true"})
+        if core.concatenable(core.key_span(s) for s in scans):
+            # Parts written in stream order: concatenating them *is* the merge, and the
+            # streaming engine writes it without holding the day in memory.
+            merged: pl.DataFrame | pl.LazyFrame = pl.concat(scans, how="vertical")
+            rows = total
+        else:  # overlapping parts (a re-read after a crash): sort and deduplicate in memory
+            merged = core.merge(s.collect() for s in scans)
+            rows = merged.height
+        meta.update({"rows": str(rows), "compacted": "true"})
         if parts:
             write_parquet_durably(merged, target, meta, replace=True,
                                   compression_level=COMPACT_ZSTD_LEVEL)
@@ -184,8 +195,7 @@ class Recordings:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
         self._next_part.pop(day, None)
-        return Compaction(path=target, rows=merged.height, parts=len(parts),
-                          duplicates=total - merged.height)
+        return Compaction(path=target, rows=rows, parts=len(parts), duplicates=total - rows)
 
 
 # --------------------------------------------------------------------------- raw capture

@@ -310,3 +310,35 @@ def test_raw_recorder_switches_file_at_ist_midnight_and_cuts_a_torn_tail_on_reop
     assert [f for _, f in iter_raw(d6)] == [b"\x08two", b"\x08three", b"\x08four"]
     assert d6.stat().st_size == size + len(core.pack_raw(b"\x08four", 0))
     assert os.access(d6, os.R_OK)
+
+
+# --------------------------------------------------------------------------- compaction fast path
+
+
+def _keys(rows: list[tuple[int, str]]) -> pl.LazyFrame:
+    return pl.DataFrame({"ts_recv_ns": [r[0] for r in rows], "tick_id": [r[1] for r in rows]},
+                        schema={"ts_recv_ns": pl.Int64, "tick_id": pl.String}).lazy()
+
+
+def test_key_span_is_first_and_last_key_of_a_strictly_increasing_file() -> None:
+    assert core.key_span(_keys([(10, "5-0"), (10, "5-1"), (11, "5-2"), (20, "9-0")])) == ((10, 5, 0), (20, 9, 0))
+
+
+@pytest.mark.parametrize("rows", [
+    [(10, "5-0"), (9, "5-1")],             # receive time goes back
+    [(10, "5-1"), (10, "5-0")],            # same time, tick ids out of order
+    [(10, "5-0"), (10, "5-0")],            # a tick written twice
+    [(10, "5-0"), (11, "not-an-id")],      # unparsable id
+    [],
+])
+def test_key_span_is_none_unless_strictly_increasing(rows) -> None:
+    assert core.key_span(_keys(rows)) is None
+
+
+def test_concatenable_only_when_each_file_starts_after_the_previous_ends() -> None:
+    a, b, c = ((1, 1, 0), (5, 5, 0)), ((6, 6, 0), (9, 9, 0)), ((5, 5, 0), (7, 7, 0))
+    assert core.concatenable([a, b])
+    assert not core.concatenable([b, a])
+    assert not core.concatenable([a, c])  # overlaps at (5, 5, 0): a re-read after a crash
+    assert not core.concatenable([a, None])
+    assert core.concatenable([])
