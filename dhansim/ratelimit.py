@@ -1,6 +1,8 @@
 """DhanHQ's REST rate limits (reference §4.4), enforced in wall time with sliding windows.
 
-A request over any window of its category answers HTTP 429 / DH-904 and is not counted.
+A request over any window of its category answers HTTP 429 / DH-904 and is not counted
+against the windows. :attr:`RateLimiter.allowed` and :attr:`RateLimiter.refused` count requests
+per category (also with limits off), for ``GET /__sim/state``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,18 @@ class RateLimiter:
         self.enabled = enabled
         self._now_s = now_s
         self._hits: dict[str, deque[float]] = {name: deque() for name in LIMITS}
+        self.allowed: dict[str, int] = dict.fromkeys(LIMITS, 0)
+        self.refused: dict[str, int] = dict.fromkeys(LIMITS, 0)
 
     def allow(self, name: str) -> bool:
         """Record a request of category ``name``; False (not recorded) when over a limit."""
+        if not self._allow(name):
+            self.refused[name] += 1
+            return False
+        self.allowed[name] += 1
+        return True
+
+    def _allow(self, name: str) -> bool:
         if not self.enabled:
             return True
         now = self._now_s()

@@ -186,6 +186,8 @@ class Simulator:
             "trades": len(self.book.trades),
             "feed_connections": len(self.feed.conns),
             "order_ws_connections": len(self.order_hub.subscribers),
+            "requests": dict(self.limiter.allowed),
+            "rate_limited": dict(self.limiter.refused),
             "ports": self.ports,
             "faults": self.faults.snapshot(),
         }

@@ -133,6 +133,10 @@ class OptionChainConfig(_Section, frozen=True, kw_only=True):
     expiry_day_cutoff_hhmm: HHMM = "14:30"
     selection: Literal["atm", "scored"] = "atm"
     max_picks: Annotated[int, msgspec.Meta(ge=1, le=4)] = 1
+    broker_chain: bool = True
+    broker_chain_max_age_s: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 10.0
+    broker_chain_min_interval_s: Annotated[float, msgspec.Meta(ge=3.0, le=600.0)] = 3.0
+    broker_chain_timeout_s: Annotated[float, msgspec.Meta(gt=0.0, le=30.0)] = 2.0
 
 
 class TrailingTier(_Section, frozen=True, kw_only=True):
@@ -207,9 +211,20 @@ class EntriesConfig(_Section, frozen=True, kw_only=True):
     replay_wait_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
 
 
+def _default_freeze_qty() -> dict[str, int]:
+    # The lowest NSE/BSE value of 2025-26 per index (reference/market-calendar-and-charges.md
+    # §3.2-3.3): BANKNIFTY and FINNIFTY flip month to month, and a slice sized for the lower
+    # limit is accepted under the higher one, never the reverse. UNCONFIRMED beyond Aug 2026.
+    return {"NIFTY": 1800, "BANKNIFTY": 600, "FINNIFTY": 1200, "SENSEX": 1000}
+
+
 class ExecutorConfig(_Section, frozen=True, kw_only=True):
     max_rejections_before_halt: PosInt = 3
     protected_limit_pct: Fraction = 0.0
+    default_freeze_qty: dict[str, NonNegInt] = msgspec.field(default_factory=_default_freeze_qty)
+    """Freeze limit (max units per order) per index, used when the instrument master gives none
+    (``SM_FREEZE_QTY`` absent or 0, e.g. the compact scrip master); an index not listed, or 0,
+    is never sliced."""
 
 
 class SyncConfig(_Section, frozen=True, kw_only=True):
@@ -392,6 +407,11 @@ def _check_semantics(cfg: AlgoConfig, source: str) -> None:
     for ix_key in cfg.risk.daily_loss_limit_pct_by_index:
         if ix_key not in keys:
             raise ConfigError(f"{source}: $.risk.daily_loss_limit_pct_by_index.{ix_key}: unknown index")
+    known = sorted(_default_freeze_qty())
+    for ix_key in cfg.executor.default_freeze_qty:
+        if ix_key not in known:
+            raise ConfigError(f"{source}: $.executor.default_freeze_qty.{ix_key}: unknown index "
+                              f"(known: {', '.join(known)})")
     from shared.keys import LOGICAL_STREAMS
 
     for stream in cfg.streams.maxlen:

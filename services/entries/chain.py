@@ -15,21 +15,29 @@ Strike selection (``OptionChainConfig.selection``):
 
 Strikes are paise; the strike step is ``IndexConfig.strike_step_paise``. IV is in percent
 (``*_pct100``) like the config thresholds; spread is (ask − bid) / bid in percent.
+
+Broker chain (live mode only): the shell may merge the broker's option chain of one expiry
+(:meth:`ChainView.merge_broker_chain`, stamped with the event time of the signal it was fetched
+for). A quote then takes OI, IV and delta from it when the snapshot is within
+``broker_chain_max_age_s`` of the quote's event time and has the strike; otherwise the tick's OI
+and Black-Scholes, as in replay, which never merges a chain. :class:`ChainCallGate` spaces the
+shell's calls (DhanHQ allows one per 3 s per account); both live in ``services.entries.brokerchain``.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
+from services.entries.brokerchain import BrokerChain, BrokerLeg
 from shared.blackscholes import bs_delta, implied_vol, years_to_expiry
 from shared.clock import hhmm_to_minutes, ist_day, ist_minute_of_day
 from shared.config import IndexConfig, OptionChainConfig
 from shared.messages import Direction, Tick
 from shared.models import Instrument
-from shared.types import paise_to_rupees_str
+from shared.types import NS_PER_S, paise_to_rupees_str
 
 _OPTION_TYPES = ("CE", "PE")
 _MAX_OTM_STEPS = 3
@@ -39,7 +47,11 @@ _ATM_RANGE_FRACTION = (15, 1000)
 
 
 class OptionQuote(msgspec.Struct, frozen=True, kw_only=True):
-    """One option as of an instant: its latest tick and the greeks derived from it."""
+    """One option as of an instant: its latest tick and the greeks derived from it.
+
+    ``ts_chain`` is set (the snapshot's event time) when OI, IV and delta come from the broker's
+    option chain; ``None``: OI from the tick, IV and delta by Black-Scholes.
+    """
 
     security_id: int
     ltp_paise: int
@@ -50,6 +62,7 @@ class OptionQuote(msgspec.Struct, frozen=True, kw_only=True):
     iv_pct100: float | None
     delta: float | None
     spread_pct100: float | None
+    ts_chain: int | None = None
 
 
 class StrikeScore(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +110,7 @@ class Pick(msgspec.Struct, frozen=True, kw_only=True):
             parts.append(
                 f"ltp {paise_to_rupees_str(q.ltp_paise)} iv {_fmt(q.iv_pct100, unit='%')} "
                 f"delta {_fmt(q.delta, 3)} oi {q.oi} spread {_fmt(q.spread_pct100, unit='%')}"
+                + (" (oi/iv/delta: broker chain)" if q.ts_chain is not None else "")
             )
         if self.score is not None:
             s = self.score
@@ -271,6 +285,7 @@ class ChainView:
         self._strikes = {e: sorted(s) for e, s in self._chain.items()}
         self._ticks: dict[int, Tick] = {}
         self._spot: Tick | None = None
+        self._broker: BrokerChain | None = None
 
     # ---- ticks
 
@@ -368,50 +383,96 @@ class ChainView:
             stamps.append(self._spot.ts_event)
         return max(stamps) if stamps else None
 
+    # ---- broker chain (live mode)
+
+    def merge_broker_chain(
+        self, expiry: str, ts_asof: int, legs: Mapping[tuple[int, str], BrokerLeg]
+    ) -> int:
+        """Keep the broker's legs of ``expiry`` (keyed by (strike paise, "CE"/"PE")) as of event
+        time ``ts_asof``, replacing the previous snapshot. Legs with no listed contract here, or
+        with no IV (DhanHQ sends 0 when it has none), are left out: those strikes stay on
+        Black-Scholes. Returns the number of legs kept."""
+        kept: dict[int, BrokerLeg] = {}
+        for (strike, option_type), leg in legs.items():
+            inst = self.contract(expiry, strike, option_type)
+            if inst is not None and leg.iv_pct100 > 0:
+                kept[inst.security_id] = leg
+        self._broker = BrokerChain(expiry=expiry, ts_asof=ts_asof, legs=kept)
+        return len(kept)
+
+    @property
+    def broker_chain(self) -> BrokerChain | None:
+        return self._broker
+
+    def broker_chain_due(self, ts_event: int) -> str:
+        """The expiry whose broker chain a decision at ``ts_event`` wants fetched: the selected
+        expiry when no snapshot of it is within the max age; "" when fresh or no expiry."""
+        expiry = self.expiry_for(ts_event)
+        if not expiry:
+            return ""
+        snap = self._broker
+        if snap is not None and snap.expiry == expiry and self._fresh(snap, ts_event):
+            return ""
+        return expiry
+
+    def _fresh(self, snap: BrokerChain, ts_event: int) -> bool:
+        max_age_ns = round(self.cfg.broker_chain_max_age_s * NS_PER_S)
+        return abs(ts_event - snap.ts_asof) <= max_age_ns
+
+    def _broker_leg(self, security_id: int, ts_event: int) -> BrokerLeg | None:
+        snap = self._broker
+        if snap is None or security_id not in snap.legs or not self._fresh(snap, ts_event):
+            return None
+        return snap.legs[security_id]
+
     # ---- quotes
 
     def quote(self, security_id: int, ts_event: int) -> OptionQuote | None:
-        """The option's latest tick with IV and delta as of ``ts_event`` (None if no tick)."""
+        """The option's latest tick with IV and delta as of ``ts_event`` (None if no tick).
+
+        OI, IV and delta come from a fresh broker chain snapshot with this contract, else OI
+        from the tick and IV and delta by Black-Scholes from the recorded prices."""
         tick = self._ticks.get(security_id)
         inst = self._by_sid.get(security_id)
         if tick is None or inst is None:
             return None
-        iv = delta = None
-        t_years = years_to_expiry(ts_event, inst.expiry)
-        if self._spot is not None and self._spot.ltp_paise > 0 and tick.ltp_paise > 0:
-            spot = self._spot.ltp_paise / 100.0
-            strike = inst.strike_paise / 100.0
-            vol = implied_vol(
-                inst.option_type,
-                tick.ltp_paise / 100.0,
-                spot,
-                strike,
-                t_years,
-                rate=self.cfg.risk_free_rate,
-                dividend=self.cfg.dividend_yield,
-            )
-            if vol is not None:
-                iv = vol * 100.0
-                delta = bs_delta(
-                    inst.option_type,
-                    spot,
-                    strike,
-                    t_years,
-                    vol,
-                    rate=self.cfg.risk_free_rate,
-                    dividend=self.cfg.dividend_yield,
-                )
+        leg = self._broker_leg(security_id, ts_event)
+        iv: float | None
+        delta: float | None
+        if leg is not None and self._broker is not None:
+            oi, iv, delta, ts_chain = leg.oi, leg.iv_pct100, leg.delta, self._broker.ts_asof
+        else:
+            oi, ts_chain = tick.oi, None
+            iv, delta = self._bs_iv_delta(inst, tick, ts_event)
         return OptionQuote(
             security_id=security_id,
             ltp_paise=tick.ltp_paise,
             bid_paise=tick.bid_paise,
             ask_paise=tick.ask_paise,
-            oi=tick.oi,
+            oi=oi,
             ts_tick=tick.ts_event,
             iv_pct100=iv,
             delta=delta,
             spread_pct100=spread_pct100(tick.bid_paise, tick.ask_paise),
+            ts_chain=ts_chain,
         )
+
+    def _bs_iv_delta(
+        self, inst: Instrument, tick: Tick, ts_event: int
+    ) -> tuple[float | None, float | None]:
+        """IV (percent) and delta by Black-Scholes from the tick and the latest spot."""
+        if self._spot is None or self._spot.ltp_paise <= 0 or tick.ltp_paise <= 0:
+            return None, None
+        t_years = years_to_expiry(ts_event, inst.expiry)
+        spot = self._spot.ltp_paise / 100.0
+        strike = inst.strike_paise / 100.0
+        kind, price = inst.option_type, tick.ltp_paise / 100.0
+        rate, dividend = self.cfg.risk_free_rate, self.cfg.dividend_yield
+        vol = implied_vol(kind, price, spot, strike, t_years, rate=rate, dividend=dividend)
+        if vol is None:
+            return None, None
+        delta = bs_delta(kind, spot, strike, t_years, vol, rate=rate, dividend=dividend)
+        return vol * 100.0, delta
 
     # ---- selection
 

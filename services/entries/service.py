@@ -7,6 +7,17 @@ tick before T and the executor has published every fill at or before T (``shared
 (3) reads positions and realised PnL as of T from the ledger; (4) asks the core. Each signal is
 committed on its own (decisions, intent, feed-control requests, ack, checkpoint) before the next
 one is considered.
+
+Live mode only, between (2) and (4): the broker's option chain (:class:`BrokerChainFeed`), fetched
+on demand with a cache. A signal whose index has no chain snapshot within
+``broker_chain_max_age_s`` of it fetches one (nearest expiry) if the call slot is free (one call
+per ``broker_chain_min_interval_s``, all indices together), bounded by ``broker_chain_timeout_s``
+and never retried; otherwise, or on any broker error, the signal is decided at once on
+Black-Scholes from ticks. On demand rather than a background refresher: calls happen only when a
+decision needs them, the rate limit sits in one visible place, and the snapshot is stamped with
+the signal's event time, so its age is judged in event time like every other input. The snapshot
+is a cache, not checkpointed: after a restart the next signal fetches again. Replay never calls
+the broker.
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ from typing import Any
 
 import msgspec
 
+from services.entries.brokerchain import BrokerChainFeed
 from services.entries.core import EntriesCore, EntryContext
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry, dead_letter
 from shared.clock import ist_day
 from shared.dhan.rest import DhanRest
+from shared.dhan.retry import RetryPolicy
 from shared.errors import BrokerError
 from shared.messages import FeedSubscribe, FeedUnsubscribe, Signal, Tick, make_msg_id
 from shared.runtime import Context, Service
@@ -54,6 +67,12 @@ class EntriesService(Service):
         self.intents = 0
         self.heap: list[tuple[tuple[int, int], int, Entry]] = []
         self.rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token) if env.mode == "live" else None
+        self.chain_feed: BrokerChainFeed | None = None
+        chain_cfg = ctx.config.algo.option_chain
+        if self.rest is not None and not ctx.replay and chain_cfg.broker_chain:
+            chain_rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token,
+                                  retry=RetryPolicy(attempts=1), timeout_s=chain_cfg.broker_chain_timeout_s)
+            self.chain_feed = BrokerChainFeed(chain_rest, chain_cfg, ctx.clock.now_ns)
         self._seq = 0
 
     async def start(self) -> None:
@@ -228,6 +247,9 @@ class EntriesService(Service):
         if isinstance(m, Signal):
             await self._wait_upstream(m)
             await self._advance_ticks(m.tick_id, c, m)
+            view = self.core.chain(m.index)
+            if self.chain_feed is not None and view is not None:
+                await self.chain_feed.refresh(view, m)
             capital, ltps = (await self._broker_inputs(m)) if self.rest is not None else (None, {})
             ctx = self._context(m, capital, ltps)
             decisions, intents = self.core.on_signal(m, ctx)
@@ -246,9 +268,14 @@ class EntriesService(Service):
         await self.ctx.bus.commit(self.name, c)
 
     def info(self) -> dict[str, Any]:
-        return {"intents": self.intents, "tick_cursor": self.tick_cursor}
+        out: dict[str, Any] = {"intents": self.intents, "tick_cursor": self.tick_cursor}
+        if self.chain_feed is not None:
+            out["broker_chain"] = dict(self.chain_feed.counts)
+        return out
 
     async def stop(self) -> None:
         if self.rest is not None:
             await self.rest.aclose()
+        if self.chain_feed is not None:
+            await self.chain_feed.rest.aclose()
         self.ledger.close()

@@ -105,6 +105,18 @@ NOTES: dict[str, str] = {
     "original system's analyser (ATM to ATM±3 OTM, filtered and scored).",
     "option_chain.max_picks": "Scored selection: contracts tried per signal, best first (at "
     "most one order).",
+    "option_chain.broker_chain": "Live mode only: on a signal, fetch the index's nearest-expiry "
+    "chain from DhanHQ (POST /optionchain) and use its OI, IV and delta instead of the tick OI "
+    "and Black-Scholes; on any broker error, a stale or missing snapshot or strike, Black-Scholes "
+    "from ticks. Replay always uses Black-Scholes.",
+    "option_chain.broker_chain_max_age_s": "A broker chain snapshot is used for signals within "
+    "this many seconds (event time) of the signal it was fetched for; older: refetched or "
+    "Black-Scholes.",
+    "option_chain.broker_chain_min_interval_s": "Wall seconds between two option-chain calls, all "
+    "indices together (DhanHQ allows one per 3 s per account). A signal that finds no slot is "
+    "decided on Black-Scholes at once, never held back.",
+    "option_chain.broker_chain_timeout_s": "Hard bound on one option-chain call (no retries); "
+    "past it the signal is decided on Black-Scholes.",
     "risk.sl_pct": "Stop-loss: exit when PnL falls to −sl_pct of the entry value.",
     "risk.tp_pct": "Take-profit: exit when PnL reaches +tp_pct.",
     "risk.emergency_sl_pct": "Hard stop checked first in the default rule order.",
