@@ -16,6 +16,9 @@
 
 from __future__ import annotations
 
+import psycopg
+from redis.exceptions import RedisError
+
 
 class ScalperError(Exception):
     """Base of every error the project raises on purpose."""
@@ -68,3 +71,8 @@ class BrokerRejected(BrokerError):
 
 class TradingHalted(ScalperError):
     """The trading state forbids this action."""
+
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (BusError, StoreError, RedisError, psycopg.OperationalError)
+"""Redis or PostgreSQL out of reach: a service exits and is restarted (start-up is recovery);
+never a reason to change the trading state."""
