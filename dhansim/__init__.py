@@ -43,7 +43,7 @@ Feed (``ws://HOST:FEED_PORT/?version=2&token=…&clientId=…&authType=2``)
 Order-update socket (``ws://HOST:ORDER_WS_PORT``)
   - no reply to a good login (``ORDER_WS_LOGIN_REPLY``); bad/missing login (10 s) → close 1008;
   - ``Status`` title case (``Traded``, ``Cancelled``); one alert per change: Transit, Pending,
-    each modification, Traded / Cancelled / Rejected.
+    each modification, Part_Traded (one per partial trade), Traded / Cancelled / Rejected / Expired.
 
 REST (``http://HOST:REST_PORT/v2``)
   - error body ``{"errorType", "errorCode", "errorMessage"}``; errorType spellings
@@ -59,8 +59,9 @@ REST (``http://HOST:REST_PORT/v2``)
   - ``POST /orders`` answers ``TRANSIT`` (``PLACE_RESPONSE_STATUS``), then PENDING/REJECTED on
     the next loop turn; correlationId must match ``[A-Za-z0-9 _-]{1,30}``; duplicates accepted,
     the lookup returns the latest (``CORRELATION_LOOKUP_PICKS_LATEST``);
-  - fills: whole quantity at the LTP of a released tick of the instrument (market: the first tick
-    after arrival; limit: first crossing tick; SL/SL-M trigger on LTP; IOC limit not crossed at the
+  - fills: whole quantity (in two parts under the ``partial_fills`` fault) at the LTP of a
+    released tick of the instrument (market: the first tick after arrival; limit: first crossing
+    tick; SL/SL-M trigger on LTP; IOC limit not crossed at the
     next tick → CANCELLED); no MPP conversion; open orders survive the end of the file;
   - funds: ``FUNDS_MODEL``; RMS rejections (lot multiple, freeze qty, tick multiple, margin, AMO)
     are REJECTED orders with ``omsErrorDescription``; malformed requests are HTTP 400 DH-905 and

@@ -7,7 +7,8 @@ Each ``/v2`` request goes through, in order: the ``delay_ms`` fault; authenticat
 
 Control API (no auth, never faulted or rate limited; JSON in and out):
 
-- ``GET /__sim/state`` — clock, counts, ports and faults;
+- ``GET /__sim/state`` — clock, counts (also ``/v2`` requests and DH-904 refusals per
+  rate-limit category: ``requests``, ``rate_limited``), ports and faults;
 - ``POST /__sim/advance`` — ``{"ticks": n}`` | ``{"seconds": s}`` | ``{"until_ist": "HH:MM:SS"}``
   | ``{"until_ns": t}``: release ticks now, whatever the speed;
 - ``POST /__sim/clock`` — ``{"speed": "max" | "paused" | N}``;
@@ -122,7 +123,11 @@ class RestApp:
         sim = self.sim
         faults = sim.faults
         reject = faults.settings.reject_reason if faults.take("reject_orders") else None
-        order = sim.book.place(body, forced_reject=reject)
+        lots = faults.settings.partial_fill_lots if faults.settings.partial_fills > 0 else 0
+        order = sim.book.place(body, forced_reject=reject, partial_lots=lots,
+                               partial_then=faults.settings.partial_remainder)
+        if order.partial is not None:
+            faults.take("partial_fills")
         asyncio.get_running_loop().call_soon(sim.book.acknowledge, order.order_id)
         response = _json(200, {"orderId": order.order_id, "orderStatus": order.status})
         log.info("order %s placed (correlationId=%r)", order.order_id, order.correlation_id)

@@ -95,7 +95,8 @@ MARKET_ORDERS_STAY_MARKET = True
 instrument released after the order arrived."""
 
 FILLS_AT_TICK_LTP = True
-"""Every fill is complete (no PART_TRADED) at the LTP of the filling tick: a LIMIT BUY fills at
+"""Every fill is complete (no PART_TRADED, unless the ``partial_fills`` fault splits it in two
+trades at two matching ticks) at the LTP of the filling tick: a LIMIT BUY fills at
 the first tick with LTP <= price (SELL: >=); STOP_LOSS / STOP_LOSS_MARKET trigger when the LTP
 reaches the trigger price (BUY: >=, SELL: <=) and then act as LIMIT / MARKET on that same tick;
 an IOC LIMIT not crossed by the next tick is CANCELLED."""
@@ -178,6 +179,12 @@ ORDER_WS_BAD_LOGIN_CLOSE_CODE = 1008
 ORDER_WS_LOGIN_TIMEOUT_S = 10.0
 """A first message that is not a valid login (MsgCode 42, matching ClientId and Token,
 UserType SELF), or none within 10 s, closes the socket with code 1008 (policy violation)."""
+
+ORDER_WS_TRADED_PRICE_IS_LAST_TRADE = True
+"""In order alerts ``TradedQty`` is the order's cumulative traded quantity, ``TradedPrice`` the
+price of its last trade and ``AvgTradedPrice`` the average over all its trades (rupees, up to 6
+decimals; the REST ``averageTradedPrice`` likewise). The reference lists the fields without their
+meaning (§5): UNCONFIRMED."""
 
 ORDER_WS_STATUS_TITLE_CASE = True
 """``Status`` in order alerts is title case (``Traded``, ``Cancelled``) as in the docs sample,

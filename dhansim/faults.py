@@ -13,6 +13,11 @@ Settings (sticky values and counters; a counter is consumed one unit per affecte
                        fill), but the answer is lost: ``timeout_mode`` ``drop`` closes the
                        connection without a response, ``delay`` answers after
                        ``timeout_delay_ms``
+``partial_fills``      the next N placed orders of more than one lot fill in two parts:
+                       ``partial_fill_lots`` lots (default 1) at the first matching tick
+                       (PART_TRADED), the rest at the next matching tick (TRADED) — or, with
+                       ``partial_remainder`` ``cancel`` / ``expire``, the rest is cancelled /
+                       expires there instead (CANCELLED / EXPIRED with the first part traded)
 ``feed_duplicate``     the next N market-data packets on the feed are each sent twice
 ``feed_reorder``       the next N market-data packets are each held back and sent after the
                        following packet of the same connection
@@ -50,6 +55,9 @@ class FaultSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout_after_accept: int = 0
     timeout_mode: Literal["drop", "delay"] = "drop"
     timeout_delay_ms: int = 15_000
+    partial_fills: int = 0
+    partial_fill_lots: int = 1
+    partial_remainder: Literal["fill", "cancel", "expire"] = "fill"
     feed_duplicate: int = 0
     feed_reorder: int = 0
     feed_handshake_429: int = 0

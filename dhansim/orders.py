@@ -6,6 +6,10 @@ RMS checks → PENDING or REJECTED; ``on_tick`` fills it at a released tick of i
 (reference §3.5, rules in :mod:`dhansim.decisions`). Every change calls the listeners, which the
 order-update socket turns into ``order_alert`` messages.
 
+Partial fills (the ``partial_fills`` fault, :class:`PartialPlan`): the first matching tick trades
+only the planned first quantity (PART_TRADED); at the next matching tick the rest trades
+(TRADED), or is cancelled or expires with the traded part kept.
+
 Money is integer paise inside; averages and P&L are exact :class:`~fractions.Fraction` paise.
 """
 
@@ -32,12 +36,23 @@ from .decisions import (
 from .fields import ApiError, get_bool, get_enum, get_int, get_paise, get_str
 from .market import Key, Market
 
-OPEN = frozenset({"TRANSIT", "PENDING"})
+OPEN = frozenset({"TRANSIT", "PENDING", "PART_TRADED"})
+REMAINDER_ACTIONS = ("fill", "cancel", "expire")
 TXN_TYPES = ("BUY", "SELL")
 PRODUCT_TYPES = ("INTRADAY", "MARGIN", "CNC")
 ORDER_TYPES = ("LIMIT", "MARKET", "STOP_LOSS", "STOP_LOSS_MARKET")
 VALIDITIES = ("DAY", "IOC")
 _CORRELATION_RE = re.compile(CORRELATION_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class PartialPlan:
+    """How one order fills in parts: ``first_qty`` units at the first matching tick, then the
+    remainder at the next one (``then`` = ``fill``), or the remainder is ``cancel``-led /
+    ``expire``-d there, leaving the order CANCELLED / EXPIRED with the first part traded."""
+
+    first_qty: int
+    then: str = "fill"
 
 
 @dataclass
@@ -64,16 +79,27 @@ class Order:
     exchange_ns: int = 0
     status: str = "TRANSIT"
     filled_qty: int = 0
-    avg_price_paise: int = 0
+    traded_value_paise: int = 0
+    last_trade_paise: int = 0
     oms_error_code: str = ""
     oms_error_description: str = ""
     triggered: bool = False
     modifications: int = 0
     forced_reject: str | None = None
+    partial: PartialPlan | None = None
 
     @property
     def key(self) -> Key:
         return (self.segment, self.security_id)
+
+    @property
+    def remaining_qty(self) -> int:
+        return self.quantity - self.filled_qty
+
+    @property
+    def avg_price_paise(self) -> Fraction:
+        """Exact average traded price in paise (0 before the first trade)."""
+        return Fraction(self.traded_value_paise, self.filled_qty) if self.filled_qty else Fraction(0)
 
 
 @dataclass
@@ -144,10 +170,19 @@ class OrderBook:
 
     # -------------------------------------------------------------------- placing
 
-    def place(self, body: dict[str, Any], *, forced_reject: str | None = None) -> Order:
+    def place(
+        self,
+        body: dict[str, Any],
+        *,
+        forced_reject: str | None = None,
+        partial_lots: int = 0,
+        partial_then: str = "fill",
+    ) -> Order:
         """Validate a ``POST /orders`` body and record the order TRANSIT (ApiError DH-905 if bad).
 
-        ``forced_reject`` (the ``reject_orders`` fault) makes the RMS step reject it.
+        ``forced_reject`` (the ``reject_orders`` fault) makes the RMS step reject it;
+        ``partial_lots`` > 0 (the ``partial_fills`` fault) makes it fill in two parts, the first of
+        that many lots (see :func:`partial_plan`).
         """
         txn = get_enum(body, "transactionType", TXN_TYPES)
         segment = get_str(body, "exchangeSegment", required=True).upper()
@@ -193,6 +228,7 @@ class OrderBook:
             updated_ns=now,
             ref_ltp=state.ltp if state else 0.0,
             forced_reject=forced_reject,
+            partial=partial_plan(quantity, instrument.lot_size, partial_lots, partial_then),
         )
         self.orders[order.order_id] = order
         self._open_by_key.setdefault(order.key, []).append(order.order_id)
@@ -284,6 +320,8 @@ class OrderBook:
             raise ApiError("DH-905", f"Price is not in multiples of tick size {tick / 100:.2f}")
         if order.instrument.lot_size > 1 and quantity % order.instrument.lot_size:
             raise ApiError("DH-905", "quantity must be a multiple of the lot size")
+        if quantity <= order.filled_qty:
+            raise ApiError("DH-905", f"quantity must exceed the traded quantity {order.filled_qty}")
         order.order_type = order_type
         order.quantity = quantity
         order.price_paise = 0 if order_type in ("MARKET", "STOP_LOSS_MARKET") else price
@@ -336,9 +374,19 @@ class OrderBook:
             self._finish(order, "CANCELLED")
 
     def _fill(self, order: Order, price_paise: int) -> None:
+        """Trade the order's remaining quantity at ``price_paise`` (or, under a partial plan, its
+        first part; at the next matching tick the remainder trades, or is cancelled / expires)."""
+        qty = order.remaining_qty
+        plan = order.partial
+        if plan is not None:
+            if order.filled_qty == 0:
+                qty = min(plan.first_qty, qty)
+            elif plan.then != "fill":
+                self._finish(order, "CANCELLED" if plan.then == "cancel" else "EXPIRED")
+                return
         now = self.clock.now_ns()
         self._trade_seq += 1
-        trade = Trade(f"{500_000_000 + self._trade_seq}", order, order.quantity, price_paise, now)
+        trade = Trade(f"{500_000_000 + self._trade_seq}", order, qty, price_paise, now)
         self.trades.append(trade)
         pkey = (order.segment, order.security_id, order.product_type)
         pos = self.positions.get(pkey)
@@ -346,14 +394,20 @@ class OrderBook:
             pos = Position(order.segment, order.security_id, order.product_type, order.instrument)
             self.positions[pkey] = pos
         if order.transaction_type == "BUY":
-            pos.buy_qty += order.quantity
-            pos.buy_value += order.quantity * price_paise
+            pos.buy_qty += qty
+            pos.buy_value += qty * price_paise
         else:
-            pos.sell_qty += order.quantity
-            pos.sell_value += order.quantity * price_paise
-        order.filled_qty = order.quantity
-        order.avg_price_paise = price_paise
-        self._finish(order, "TRADED", now)
+            pos.sell_qty += qty
+            pos.sell_value += qty * price_paise
+        order.filled_qty += qty
+        order.traded_value_paise += qty * price_paise
+        order.last_trade_paise = price_paise
+        if order.remaining_qty:
+            order.status = "PART_TRADED"
+            order.updated_ns = now
+            self._emit(order)
+        else:
+            self._finish(order, "TRADED", now)
 
     def _finish(self, order: Order, status: str, now: int | None = None) -> None:
         order.status = status
@@ -373,9 +427,9 @@ class OrderBook:
     # -------------------------------------------------------------------- funds
 
     def blocked_paise(self, excluding: str = "") -> int:
-        """Paise blocked by open BUY orders (quantity × limit/trigger price or LTP)."""
+        """Paise blocked by open BUY orders (remaining quantity × limit/trigger price or LTP)."""
         return sum(
-            o.quantity * self._order_price_paise(o)
+            o.remaining_qty * self._order_price_paise(o)
             for o in self.orders.values()
             if o.status in OPEN
             and o.transaction_type == "BUY"
@@ -391,3 +445,16 @@ class OrderBook:
     def utilized_paise(self) -> Fraction:
         used = sum((p.open_cost for p in self.positions.values()), Fraction(0))
         return used + self.blocked_paise()
+
+
+def partial_plan(quantity: int, lot_size: int, first_lots: int, then: str) -> PartialPlan | None:
+    """The plan of an order asked to fill in parts, or None when it cannot be split: the first
+    part is ``first_lots`` whole lots, and at least one lot must be left for the second part (an
+    order of one lot fills whole)."""
+    if then not in REMAINDER_ACTIONS:
+        raise ValueError(f"partial remainder must be one of {REMAINDER_ACTIONS}, not {then!r}")
+    lot = max(lot_size, 1)
+    first = first_lots * lot
+    if first_lots <= 0 or first >= quantity:
+        return None
+    return PartialPlan(first_qty=first, then=then)

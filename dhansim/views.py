@@ -83,7 +83,7 @@ def order_json(order: Order, client_id: str) -> dict[str, Any]:
         "omsErrorDescription": order.oms_error_description,
         "algoId": "0",
         "remainingQuantity": order.quantity - order.filled_qty,
-        "averageTradedPrice": rupees(order.avg_price_paise),
+        "averageTradedPrice": _frac_rupees(order.avg_price_paise),
         "filledQty": order.filled_qty,
     }
 
@@ -196,8 +196,8 @@ def order_alert(order: Order, client_id: str) -> dict[str, Any]:
         "TradedQty": order.filled_qty,
         "Price": rupees(order.price_paise),
         "TriggerPrice": rupees(order.trigger_paise),
-        "TradedPrice": rupees(order.avg_price_paise),
-        "AvgTradedPrice": rupees(order.avg_price_paise),
+        "TradedPrice": rupees(order.last_trade_paise),
+        "AvgTradedPrice": _frac_rupees(order.avg_price_paise),
         "AlgoOrdNo": "",
         "OffMktFlag": "1" if order.after_market else "0",
         "OrderDateTime": ist(order.created_ns),

@@ -155,12 +155,17 @@ RequestFamily = OrderIntent
 
 
 class OrderEvent(Message, frozen=True, kw_only=True):
-    """Base of the order lifecycle events."""
+    """Base of the order lifecycle events.
+
+    ``correlation_id`` is the broker order's; when the intent was sliced at the exchange's freeze
+    limit, each slice's events carry the intent's id in ``parent_correlation_id`` (else "").
+    """
 
     correlation_id: str
     position_id: str
     kind: IntentKind
     security_id: int
+    parent_correlation_id: str = ""
 
 
 class OrderAccepted(OrderEvent, tag="order.accepted", frozen=True, kw_only=True):
@@ -169,11 +174,17 @@ class OrderAccepted(OrderEvent, tag="order.accepted", frozen=True, kw_only=True)
 
 
 class OrderFilled(OrderEvent, tag="order.filled", frozen=True, kw_only=True):
+    """One fill: the whole order, or one part of it (``quantity`` < ``order_quantity``)."""
+
     broker_order_id: str
     side: Side
     quantity: int
     price_paise: int
     fill_tick_id: str
+    order_quantity: int = 0
+    """The broker order's quantity (0 in events from before partial fills were recorded)."""
+    filled_qty: int = 0
+    """The order's cumulative filled quantity after this fill."""
 
 
 class OrderRejected(OrderEvent, tag="order.rejected", frozen=True, kw_only=True):

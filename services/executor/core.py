@@ -1,4 +1,5 @@
-"""Pure executor logic: paper fill rule, event construction, intent validation.
+"""Pure executor logic: paper fill rule, event construction, intent validation (freeze-limit
+slicing in ``slicing``, fill arithmetic in ``fills``).
 
 Paper fill rule (DESIGN §4): an intent fills at the first tick of its instrument whose id is
 after the intent's tick and whose event time is at least the intent's event time plus
@@ -9,9 +10,8 @@ the ticks stream, the same at any replay speed.
 
 from __future__ import annotations
 
+from services.executor.fills import CloseNumbers
 from shared import streamids
-from shared.charges import charges_for_round_trip
-from shared.clock import ist_day
 from shared.messages import (
     OrderAccepted,
     OrderCancelled,
@@ -19,6 +19,7 @@ from shared.messages import (
     OrderFilled,
     OrderIntent,
     OrderRejected,
+    PositionAdjusted,
     PositionClosed,
     PositionOpened,
     Tick,
@@ -47,84 +48,95 @@ def paper_fill_price(tick: Tick, side: str, slippage_ticks: int, tick_paise: int
     return tick.ltp_paise + slip if side == "BUY" else max(tick.ltp_paise - slip, tick_paise)
 
 
-def filled_event(intent: OrderIntent, tick: Tick, price_paise: int, broker_order_id: str, ts_init: int) -> OrderFilled:
+def filled_event(intent: OrderIntent, tick: Tick, price_paise: int, broker_order_id: str, ts_init: int,
+                 *, parent: str = "", quantity: int = 0, msg_id: str = "", filled_qty: int = 0) -> OrderFilled:
+    """The fill of ``intent``'s order (``intent`` as seen by that order, see ``slicing``): the
+    whole order by default, else ``quantity`` units up to a cumulative ``filled_qty``."""
     return OrderFilled(
-        msg_id=make_msg_id("fill", intent.correlation_id),
+        msg_id=msg_id or make_msg_id("fill", intent.correlation_id),
         ts_event=tick.ts_event, ts_init=ts_init, tick_id=tick.tick_id,
         correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
-        security_id=intent.security_id, broker_order_id=broker_order_id, side=intent.side,
-        quantity=intent.quantity, price_paise=price_paise, fill_tick_id=tick.tick_id,
+        security_id=intent.security_id, parent_correlation_id=parent, broker_order_id=broker_order_id,
+        side=intent.side, quantity=quantity or intent.quantity, price_paise=price_paise,
+        fill_tick_id=tick.tick_id, order_quantity=intent.quantity,
+        filled_qty=filled_qty or quantity or intent.quantity,
     )
 
 
-def accepted_event(intent: OrderIntent, broker_order_id: str, status: str, ts_init: int) -> OrderAccepted:
+def accepted_event(intent: OrderIntent, broker_order_id: str, status: str, ts_init: int,
+                   parent: str = "") -> OrderAccepted:
     return OrderAccepted(
         msg_id=make_msg_id("acc", intent.correlation_id),
         ts_event=intent.ts_event, ts_init=ts_init, tick_id=intent.tick_id,
         correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
-        security_id=intent.security_id, broker_order_id=broker_order_id, status=status,
+        security_id=intent.security_id, parent_correlation_id=parent,
+        broker_order_id=broker_order_id, status=status,
     )
 
 
-def dry_run_event(intent: OrderIntent, payload: dict[str, object], ts_init: int) -> OrderDryRun:
+def dry_run_event(intent: OrderIntent, payload: dict[str, object], ts_init: int,
+                  parent: str = "") -> OrderDryRun:
     return OrderDryRun(
         msg_id=make_msg_id("dry", intent.correlation_id),
         ts_event=intent.ts_event, ts_init=ts_init, tick_id=intent.tick_id,
         correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
-        security_id=intent.security_id, payload=payload,
+        security_id=intent.security_id, parent_correlation_id=parent, payload=payload,
     )
 
 
-def rejected_event(intent: OrderIntent, reason: str, ts_init: int) -> OrderRejected:
+def rejected_event(intent: OrderIntent, reason: str, ts_init: int, parent: str = "") -> OrderRejected:
     return OrderRejected(
         msg_id=make_msg_id("rej", intent.correlation_id),
         ts_event=intent.ts_event, ts_init=ts_init, tick_id=intent.tick_id,
         correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
-        security_id=intent.security_id, reason=reason,
+        security_id=intent.security_id, parent_correlation_id=parent, reason=reason,
     )
 
 
-def cancelled_event(intent: OrderIntent, reason: str, ts_event: int, tick_id: str, ts_init: int) -> OrderCancelled:
+def cancelled_event(intent: OrderIntent, reason: str, ts_event: int, tick_id: str, ts_init: int,
+                    parent: str = "") -> OrderCancelled:
     return OrderCancelled(
         msg_id=make_msg_id("cxl", intent.correlation_id),
         ts_event=ts_event, ts_init=ts_init, tick_id=tick_id,
         correlation_id=intent.correlation_id, position_id=intent.position_id, kind=intent.kind,
-        security_id=intent.security_id, reason=reason,
+        security_id=intent.security_id, parent_correlation_id=parent, reason=reason,
     )
 
 
-def opened_event(intent: OrderIntent, tick: Tick, price_paise: int, ts_init: int) -> PositionOpened:
+def opened_event(intent: OrderIntent, tick_id: str, ts_entry: int, price_paise: int, quantity: int,
+                 ts_init: int) -> PositionOpened:
+    """The position of an entry intent, opened with the ``quantity`` its orders filled at their
+    quantity-weighted average ``price_paise``."""
     return PositionOpened(
         msg_id=make_msg_id("open", intent.position_id),
-        ts_event=tick.ts_event, ts_init=ts_init, tick_id=tick.tick_id,
+        ts_event=ts_entry, ts_init=ts_init, tick_id=tick_id,
         position_id=intent.position_id, index=intent.index, segment=intent.segment,
-        security_id=intent.security_id, symbol=intent.symbol, quantity=intent.quantity,
-        entry_price_paise=price_paise, entry_tick_id=tick.tick_id, ts_entry=tick.ts_event,
+        security_id=intent.security_id, symbol=intent.symbol, quantity=quantity,
+        entry_price_paise=price_paise, entry_tick_id=tick_id, ts_entry=ts_entry,
         lot_size=intent.lot_size,
     )
 
 
-def round_trip_charges_paise(segment: str, ts_exit: int, entry_price_paise: int, exit_price_paise: int,
-                             quantity: int) -> int:
-    """Charges on a paper round trip (two executed orders), rates from ``config/charges.yml``."""
-    day = ist_day(ts_exit)
-    return charges_for_round_trip(segment, day, entry_price_paise * quantity,
-                                  exit_price_paise * quantity).total_rounded_paise
-
-
-def closed_event(
-    intent: OrderIntent, tick: Tick, entry_price_paise: int, exit_price_paise: int, quantity: int,
-    ts_init: int,
-) -> PositionClosed:
+def closed_event(intent: OrderIntent, tick_id: str, ts_exit: int, entry_price_paise: int,
+                 numbers: CloseNumbers, ts_init: int) -> PositionClosed:
+    """The position of an exit intent, closed as ``numbers`` (see ``fills.close_numbers``) say."""
     return PositionClosed(
         msg_id=make_msg_id("close", intent.position_id),
-        ts_event=tick.ts_event, ts_init=ts_init, tick_id=tick.tick_id,
+        ts_event=ts_exit, ts_init=ts_init, tick_id=tick_id,
         position_id=intent.position_id, index=intent.index, security_id=intent.security_id,
-        quantity=quantity, entry_price_paise=entry_price_paise, exit_price_paise=exit_price_paise,
-        exit_tick_id=tick.tick_id, ts_exit=tick.ts_event, reason=intent.reason,
-        pnl_paise=(exit_price_paise - entry_price_paise) * quantity,
-        charges_paise=round_trip_charges_paise(intent.segment, tick.ts_event, entry_price_paise,
-                                               exit_price_paise, quantity),
+        quantity=numbers.quantity, entry_price_paise=entry_price_paise,
+        exit_price_paise=numbers.exit_price_paise, exit_tick_id=tick_id, ts_exit=ts_exit,
+        reason=intent.reason, pnl_paise=numbers.pnl_paise, charges_paise=numbers.charges_paise,
+    )
+
+
+def adjusted_event(intent: OrderIntent, quantity: int, reason: str, tick_id: str, ts_event: int,
+                   ts_init: int) -> PositionAdjusted:
+    """An exit that filled in part: the position stays open with ``quantity``."""
+    return PositionAdjusted(
+        msg_id=make_msg_id("adj", intent.position_id, intent.correlation_id, quantity),
+        ts_event=ts_event, ts_init=ts_init, tick_id=tick_id, position_id=intent.position_id,
+        security_id=intent.security_id, quantity=quantity, reason=reason,
     )
 
 

@@ -2,14 +2,19 @@
 
 For each intent on ``orders.requests`` (exactly once, DESIGN §5):
 
-1. the order row (unique correlation id) is written to Postgres before anything else;
-2. the gateway fills it (paper: the first qualifying tick, see ``core``);
-3. one Postgres transaction moves the order, records the fill, opens/closes the tracker and
-   queues the resulting events in the outbox;
+1. its order rows are written to Postgres before anything is sent: one row (unique correlation
+   id), or one per slice when the quantity is above the freeze limit (``slicing``), in one
+   transaction with the entry's pending tracker;
+2. the gateway fills them (paper: every slice at the first qualifying tick, see ``core``; live:
+   each slice POSTed in turn, then followed to a final status, each partial fill recorded);
+3. each step is one Postgres transaction that moves an order, records its fills, and once all
+   the intent's orders are final opens / closes / reduces the tracker, with the resulting events
+   queued in the outbox (``books``);
 4. the outbox rows are published (idempotently by msg_id) and the intent acknowledged in one
    Redis step; then the rows are marked published.
 
-A crash anywhere re-delivers the intent; the order row tells how far it got, and the outbox
+A crash anywhere re-delivers the intent; the order rows tell how far it got (a slice already
+sent is looked up at the broker by its correlation id, never blindly resent), and the outbox
 re-publishes without duplicates. Intents are handled and committed one at a time so that other
 stages can tell exactly which fills are known (``executor:state``, see ``shared.gates``).
 """
@@ -27,16 +32,25 @@ import msgspec
 import orjson
 
 from services.executor import core
-from services.executor.live import STATUS_MAP, LiveGateway
+from services.executor.books import AT_BROKER, FINAL, ExecutorBooks
+from services.executor.live import LiveGateway
+from services.executor.slicing import (
+    Slice,
+    SliceError,
+    effective_freeze_qty,
+    plan_slices,
+    slice_intent,
+)
 from shared import streamids, wire
 from shared.bus import Batch, Commit, Entry
 from shared.dhan.order_updates import OrderUpdateClient
 from shared.dhan.rest import DhanRest
-from shared.errors import BrokerAuthError, BrokerRateLimited, BrokerRejected
-from shared.messages import Message, OrderIntent, SessionEnd, Tick
+from shared.errors import INFRASTRUCTURE_ERRORS, BrokerAuthError, BrokerRateLimited, BrokerRejected
+from shared.messages import OrderIntent, SessionEnd, Tick
 from shared.runtime import Context, Service, Stopping
 from shared.store.db import connect
 from shared.store.ledger import Ledger
+from shared.store.rows import OrderRow
 
 log = logging.getLogger("executor")
 
@@ -58,7 +72,6 @@ def crash_point(name: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 SCAN_CHUNK = 2000
-FINAL = {"traded", "rejected", "cancelled", "expired", "dry_run"}
 RATE_LIMIT_ATTEMPTS = 6
 
 
@@ -70,7 +83,9 @@ class ExecutorService(Service):
         super().__init__(ctx)
         env = ctx.config.env
         self.ledger = Ledger(connect(env.database_url, env.db_schema, application_name="executor"))
+        self.books = ExecutorBooks(self.ledger, ctx.clock.now_ns, paper=env.mode == "paper")
         self.paper = ctx.config.algo.paper
+        self.default_freeze_qty = ctx.config.algo.executor.default_freeze_qty
         self.ticks_decoder = wire.StreamDecoder("ticks")
         self.fills = 0
         self.consecutive_rejections = 0
@@ -90,10 +105,6 @@ class ExecutorService(Service):
         await self.ctx.redis.delete(self.ctx.keys.executor_state())
 
     # -- outbox ------------------------------------------------------------------------------
-
-    def _queue(self, stream: str, msg: Message) -> None:
-        f = wire.encode(msg)
-        self.ledger.add_outbox(stream, msg.msg_id, f["type"].decode(), f["data"])
 
     async def _relay_outbox(self, ack: Entry | None) -> None:
         rows = self.ledger.unpublished_outbox(1000)
@@ -123,6 +134,11 @@ class ExecutorService(Service):
                 await self._process(entry, others)
             except Stopping:
                 raise
+            except INFRASTRUCTURE_ERRORS:
+                # Redis or PostgreSQL out of reach: the process exits and its restart (start-up is
+                # recovery) takes the entry up again; not a reason to change the trading state.
+                log.exception("infrastructure error; exiting", extra={"fields": {"entry_id": entry.entry_id}})
+                raise
             except Exception as exc:
                 # On the order path an unexpected error halts trading instead of being skipped;
                 # the entry stays pending and is retried after the restart.
@@ -145,42 +161,41 @@ class ExecutorService(Service):
             return
         fields = {"correlation_id": intent.correlation_id, "position_id": intent.position_id,
                   "kind": intent.kind, "tick_id": intent.tick_id}
-        order = self.ledger.get_order(intent.correlation_id)
-        if order is None:
+        rows = self.books.orders(intent)
+        if not rows:
             crash_point("before_row")
             problem = core.validate_intent(intent) or self._refusal(intent)
-            with self.ledger.transaction():
-                self.ledger.create_order(
-                    correlation_id=intent.correlation_id, intent_msg_id=intent.msg_id,
-                    position_id=intent.position_id, kind=intent.kind, side=intent.side,
-                    segment=intent.segment, security_id=intent.security_id, symbol=intent.symbol,
-                    quantity=intent.quantity, ts_intent=intent.ts_event, intent_tick_id=intent.tick_id,
-                    order_type=intent.order_type, limit_price_paise=intent.limit_price_paise,
-                    reason=intent.reason, payload=msgspec.to_builtins(intent),
-                )
-                if problem:
-                    self.ledger.set_order_status(intent.correlation_id, "rejected", reason=problem)
-                    self._queue("orders.events", core.rejected_event(intent, problem, self.ctx.clock.now_ns()))
-                elif intent.kind == "entry":
-                    self.ledger.open_tracker(
-                        position_id=intent.position_id, index_key=intent.index, segment=intent.segment,
-                        security_id=intent.security_id, symbol=intent.symbol,
-                        option_type=intent.symbol[-2:] if intent.symbol[-2:] in ("CE", "PE") else "",
-                        quantity=intent.quantity, signal_id=intent.signal_id,
-                        paper=self.ctx.config.env.mode == "paper",
-                    )
-            order = self.ledger.get_order(intent.correlation_id)
+            slices: list[Slice] = []
+            if not problem:
+                try:
+                    slices = self._plan(intent)
+                except SliceError as exc:
+                    problem = f"cannot slice at the freeze limit: {exc}"
+            rows = self.books.record_intent(intent, slices, problem, msgspec.to_builtins(intent))
             if problem:
                 log.warning("intent refused", extra={"fields": {**fields, "outcome": "rejected", "reason": problem}})
                 await self._count_rejection(problem)
-        assert order is not None
-        if order.status not in FINAL:
+            elif len(rows) > 1:
+                log.info("intent sliced at the freeze limit", extra={"fields": {
+                    **fields, "quantity": intent.quantity, "slices": [[r.correlation_id, r.quantity] for r in rows]}})
+        if any(r.status not in FINAL for r in rows):
             if self.live is not None:
-                await self._execute_live(intent, order.status)
+                await self._execute_live(intent, rows)
             else:
-                await self._fill_paper(intent, entry, others)
+                await self._fill_paper(intent, rows, entry, others)
+        else:
+            self.books.settle(intent)  # done unless a crash fell between the last fill and it
         crash_point("before_ack")
         await self._relay_outbox(entry)
+
+    def _plan(self, intent: OrderIntent) -> list[Slice]:
+        """The intent's orders: lot size and freeze quantity from the instrument master (the
+        index default when it has no freeze quantity), see ``slicing``."""
+        inst = self.ledger.get_instrument(intent.segment, intent.security_id)
+        lot = inst.lot_size if inst is not None and inst.lot_size > 0 else intent.lot_size
+        freeze = effective_freeze_qty(inst.freeze_qty if inst is not None else 0, intent.index,
+                                      self.default_freeze_qty)
+        return plan_slices(intent.correlation_id, intent.quantity, lot, freeze)
 
     async def _count_rejection(self, reason: str) -> None:
         """Consecutive rejections beyond ``executor.max_rejections_before_halt`` halt trading."""
@@ -208,136 +223,144 @@ class ExecutorService(Service):
             return f"exit quantity {intent.quantity} differs from open quantity {tracker.quantity}"
         return None
 
-    async def _fill_paper(self, intent: OrderIntent, entry: Entry, others: list[Entry]) -> None:
-        self._observe_order(intent)  # the paper "broker call"
-        found = await self._scan_for_fill(intent, entry, others)
-        now = self.ctx.clock.now_ns()
-        cid = intent.correlation_id
-        fields = {"correlation_id": cid, "position_id": intent.position_id, "kind": intent.kind}
-        if isinstance(found, SessionEnd):
-            reason = "no tick of the instrument after the intent before the session ended"
-            with self.ledger.transaction():
-                self.ledger.set_order_status(cid, "cancelled", reason=reason)
-                if intent.kind == "entry":
-                    self.ledger.cancel_tracker(intent.position_id, reason)
-                self._queue("orders.events", core.cancelled_event(intent, reason, found.ts_event, found.tick_id, now))
-            log.warning("order cancelled", extra={"fields": {**fields, "outcome": "cancelled", "reason": reason}})
-            return
-        tick = found
-        price = core.paper_fill_price(tick, intent.side, self.paper.slippage_ticks)
-        self._record_fill(intent, tick, price, f"PAPER-{cid}", from_status="new")
-
-    def _record_fill(self, intent: OrderIntent, tick: Tick, price: int, broker_id: str, from_status: str) -> None:
-        """One transaction: order traded, fill, tracker opened/closed, events in the outbox."""
-        cid = intent.correlation_id
-        now = self.ctx.clock.now_ns()
-        fields = {"correlation_id": cid, "position_id": intent.position_id, "kind": intent.kind}
-        with self.ledger.transaction():
-            cur = self.ledger.get_order(cid)
-            if cur is not None and cur.status != "traded":
-                self.ledger.set_order_status(cid, "traded", broker_order_id=broker_id,
-                                             filled_qty=intent.quantity, avg_price_paise=price)
-            self.ledger.record_fill(fill_id=f"F-{cid}", correlation_id=cid, broker_order_id=broker_id,
-                                    side=intent.side, quantity=intent.quantity, price_paise=price,
-                                    ts_event=tick.ts_event, tick_id=tick.tick_id)
-            self._queue("orders.events", core.filled_event(intent, tick, price, broker_id, now))
-            tr = self.ledger.get_tracker(intent.position_id)
-            if intent.kind == "entry":
-                if tr is not None and tr.status == "pending":  # sync may have settled it already
-                    self.ledger.activate_tracker(intent.position_id, entry_price_paise=price,
-                                                 quantity=intent.quantity, entry_tick_id=tick.tick_id,
-                                                 ts_entry=tick.ts_event)
-                self._queue("positions", core.opened_event(intent, tick, price, now))
-            elif tr is not None and tr.status != "active":
-                log.warning("exit fill for a position no longer active (settled by sync?)",
-                            extra={"fields": {**fields, "tracker_status": tr.status}})
-            else:
-                assert tr is not None and tr.entry_price_paise is not None
-                closed = core.closed_event(intent, tick, tr.entry_price_paise, price, intent.quantity, now)
-                self.ledger.close_tracker(intent.position_id, exit_price_paise=price,
-                                          exit_tick_id=tick.tick_id, ts_exit=tick.ts_event,
-                                          reason=intent.reason, pnl_paise=closed.pnl_paise,
-                                          charges_paise=closed.charges_paise)
-                self._queue("positions", closed)
+    def _filled(self, intent: OrderIntent, fields: dict[str, Any]) -> None:
+        """Count and log an intent whose orders filled (the books settled it already)."""
         self.fills += 1
         self.consecutive_rejections = 0
-        log.info("order filled", extra={"fields": {**fields, "outcome": "filled", "price_paise": price,
-                                                   "fill_tick_id": tick.tick_id}})
+        tr = self.ledger.get_tracker(intent.position_id)
+        log.info("order filled", extra={"fields": {
+            **fields, "outcome": "filled", "position": tr.status if tr else None,
+            "position_quantity": tr.quantity if tr else None}})
+
+    # -- paper -------------------------------------------------------------------------------
+
+    async def _fill_paper(self, intent: OrderIntent, rows: list[OrderRow], entry: Entry,
+                          others: list[Entry]) -> None:
+        """Every slice fills at the first qualifying tick (they are one decision)."""
+        self._observe_order(intent)  # the paper "broker call"
+        found = await self._scan_for_fill(intent, entry, others)
+        fields = {"correlation_id": intent.correlation_id, "position_id": intent.position_id, "kind": intent.kind}
+        if isinstance(found, SessionEnd):
+            reason = "no tick of the instrument after the intent before the session ended"
+            self.books.cancel_all(intent, rows, reason, found.ts_event, found.tick_id)
+            log.warning("order cancelled", extra={"fields": {**fields, "outcome": "cancelled", "reason": reason}})
+            return
+        price = core.paper_fill_price(found, intent.side, self.paper.slippage_ticks)
+        self.books.paper_fill(intent, rows, found.tick_id, found.ts_event, price)
+        self._filled(intent, {**fields, "price_paise": price, "fill_tick_id": found.tick_id, "orders": len(rows)})
 
     def _observe_order(self, intent: OrderIntent) -> None:
         """Tick-to-order latency: from the feed building the originating tick to the broker call."""
         if intent.ts_origin:
             self.metrics.observe(f"tick_to_order_{intent.kind}", max(0, time.time_ns() - intent.ts_origin) / 1e6)
 
-    async def _execute_live(self, intent: OrderIntent, status: str) -> None:
+    # -- live --------------------------------------------------------------------------------
+
+    async def _execute_live(self, intent: OrderIntent, rows: list[OrderRow]) -> None:
+        """Send each slice not yet at the broker, in slice order (after one is refused, the rest
+        are not sent), then follow each to a final status."""
+        live = self.live
+        assert live is not None
+        fields = {"correlation_id": intent.correlation_id, "position_id": intent.position_id, "kind": intent.kind}
+        if not live.orders_enabled:
+            fresh = [r for r in rows if r.status == "new"]
+            if fresh:
+                payloads = [live.payload(slice_intent(intent, r.correlation_id, r.quantity)) for r in fresh]
+                self.books.dry_run(intent, fresh, payloads)
+                log.warning("dry run: order not sent (orders disabled)", extra={"fields": {
+                    **fields, "outcome": "dry_run", "payload": payloads[0] if len(payloads) == 1 else payloads}})
+            rows = self.books.orders(intent)
+            if all(r.status in FINAL for r in rows):
+                return
+        refused = ""
+        for i, row in enumerate(rows):
+            if row.status in FINAL or row.status in AT_BROKER:
+                continue
+            if refused:
+                self._reject(intent, row, f"not sent: {refused}")
+                continue
+            problem = await self._submit_slice(intent, row)
+            if problem:
+                refused = f"slice {row.slice_no} was refused ({problem})" if row.slice_no else problem
+            elif i < len(rows) - 1:
+                crash_point("between_slices")
+        for row in self.books.orders(intent):
+            if row.status not in FINAL:
+                await self._follow(intent, row)
+        self.books.settle(intent)  # settled with its last order already, unless none reached the broker
+        rows = self.books.orders(intent)
+        if any(r.filled_qty for r in rows):
+            self._filled(intent, {**fields, "orders": len(rows),
+                                  "filled_qty": sum(r.filled_qty for r in rows)})
+
+    async def _submit_slice(self, intent: OrderIntent, row: OrderRow) -> str | None:
+        """POST one order (row written first), or find it at the broker after a crash; the
+        refusal reason if it is not at the broker now."""
         assert self.live is not None
-        cid = intent.correlation_id
-        now = self.ctx.clock.now_ns()
+        child = slice_intent(intent, row.correlation_id, row.quantity)
+        cid = row.correlation_id
         fields = {"correlation_id": cid, "position_id": intent.position_id, "kind": intent.kind}
-        payload = self.live.payload(intent)
-        if not self.live.orders_enabled:
-            with self.ledger.transaction():
-                self.ledger.set_order_status(cid, "dry_run", payload=payload, reason="orders disabled")
-                if intent.kind == "entry":
-                    self.ledger.cancel_tracker(intent.position_id, "dry run: orders disabled")
-                self._queue("orders.events", core.dry_run_event(intent, payload, now))
-            log.warning("dry run: order not sent (orders disabled)", extra={"fields": {
-                **fields, "outcome": "dry_run", "payload": payload}})
-            return
-        state = None
-        order_id = ""
-        if status != "new":
+        payload = self.live.payload(child)
+        if row.status != "new":
             # We may have sent it before a crash: the broker decides, never a blind resubmit.
             state = await self.live.lookup(cid)
-            if state is None and status != "submitting":
-                self._reject(intent, f"order was {status} and the broker has no such order; not resubmitted")
-                return
             log.info("recovered order state", extra={"fields": {**fields, "found": state is not None}})
-        if state is None:
-            if status == "new":
-                self.ledger.set_order_status(cid, "submitting", payload=payload)
-            self._observe_order(intent)
-            crash_point("after_row")
-            try:
-                outcome = await self._submit_with_backoff(intent, payload)
-            except BrokerAuthError as exc:
-                self._reject(intent, f"broker authentication failed: {exc}")
-                await self._halt(f"broker authentication failed ({exc.code}): trading halted")
-                return
-            except BrokerRejected as exc:
-                self._reject(intent, f"broker refused the order: {exc}")
-                await self._count_rejection(str(exc))
-                return
-            crash_point("after_call")
-            if outcome.kind == "not_found":
-                self.ledger.set_order_status(cid, "in_doubt", reason="POST in doubt; broker has no such order")
-                self._reject(intent, "order POST in doubt and the broker has no such order; not resubmitted")
-                return
-            order_id = outcome.order_id
-            broker_status = outcome.order_status.upper()
-            self._advance(cid, broker_status, order_id)
-            with self.ledger.transaction():
-                self._queue("orders.events", core.accepted_event(intent, order_id, broker_status, now))
-            log.info("order placed", extra={"fields": {**fields, "order_id": order_id, "status": broker_status,
-                                                       "outcome": outcome.kind}})
+            if state is not None:
+                mark = await self._latest_tick_marker(state.ts_ns())
+                self.books.apply_state(intent, row, state, mark.tick_id, mark.ts_event)
+                return None
+            if row.status != "submitting":
+                reason = f"order was {row.status} and the broker has no such order; not resubmitted"
+                self._reject(intent, row, reason)
+                return reason
         else:
-            order_id = state.order_id
-        final = state if state is not None and state.final else await self.live.wait_final(
-            cid, order_id, lambda: self.ctx.stopping)
-        if final.status == "TRADED":
-            tick = await self._latest_tick_marker(final.ts_ns())
-            self._advance(cid, "TRADED", final.order_id, final.filled_qty or intent.quantity, final.avg_price_paise, record=False)
-            self._record_fill(intent, tick, final.avg_price_paise, final.order_id, from_status="live")
-        elif final.status == "REJECTED":
-            self._reject(intent, f"broker rejected: {final.reason or 'no reason given'}", final.order_id)
-            await self._count_rejection(final.reason)
-        else:
-            reason = f"broker status {final.status}: {final.reason}"
-            with self.ledger.transaction():
-                self._advance(cid, final.status, final.order_id)
-                if intent.kind == "entry":
-                    self.ledger.cancel_tracker(intent.position_id, reason)
-                self._queue("orders.events", core.cancelled_event(intent, reason, intent.ts_event, intent.tick_id, now))
+            self.books.submitting(row, payload)
+        self._observe_order(intent)
+        crash_point("after_row")
+        try:
+            outcome = await self._submit_with_backoff(child, payload)
+        except BrokerAuthError as exc:
+            reason = f"broker authentication failed: {exc}"
+            self._reject(intent, row, reason)
+            await self._halt(f"broker authentication failed ({exc.code}): trading halted")
+            return reason
+        except BrokerRejected as exc:
+            reason = f"broker refused the order: {exc}"
+            self._reject(intent, row, reason)
+            await self._count_rejection(str(exc))
+            return reason
+        crash_point("after_call")
+        if outcome.kind == "not_found":
+            reason = "order POST in doubt and the broker has no such order; not resubmitted"
+            self.books.in_doubt(row, "POST in doubt; broker has no such order")
+            self._reject(intent, row, reason)
+            return reason
+        status = outcome.order_status.upper()
+        self.books.accepted(intent, row, outcome.order_id, status)
+        log.info("order placed", extra={"fields": {**fields, "order_id": outcome.order_id, "status": status,
+                                                   "outcome": outcome.kind, "quantity": row.quantity}})
+        return None
+
+    async def _follow(self, intent: OrderIntent, row: OrderRow) -> None:
+        """Record every change of one order until it is final (each partial fill a fill row)."""
+        assert self.live is not None
+        cid = row.correlation_id
+        fields = {"correlation_id": cid, "position_id": intent.position_id, "kind": intent.kind}
+        async for state in self.live.watch(cid, row.broker_order_id or "", lambda: self.ctx.stopping):
+            mark = await self._latest_tick_marker(state.ts_ns())
+            inc = self.books.apply_state(intent, row, state, mark.tick_id, mark.ts_event)
+            if inc is not None and not inc.whole:
+                log.info("order filled in part", extra={"fields": {
+                    **fields, "outcome": "part_filled", "quantity": inc.quantity, "price_paise": inc.price_paise,
+                    "filled_qty": inc.filled_qty, "order_quantity": row.quantity}})
+            if state.status == "REJECTED":
+                log.warning("order rejected", extra={"fields": {**fields, "outcome": "rejected",
+                                                                "reason": state.reason}})
+                await self._count_rejection(state.reason)
+            elif state.final and state.status != "TRADED":
+                log.warning("order ended unfilled" if not state.filled_qty else "order ended part filled",
+                            extra={"fields": {**fields, "outcome": state.status.lower(),
+                                              "filled_qty": state.filled_qty, "reason": state.reason}})
 
     async def _submit_with_backoff(self, intent: OrderIntent, payload: dict[str, Any]) -> Any:
         """POST the order; a 429 / DH-904 means it was *not* accepted, so it is safe to send again
@@ -364,32 +387,11 @@ class ExecutorService(Service):
         await self.ctx.redis.set(self.ctx.keys.trading_state(), "HALTED")
         log.error("trading halted", extra={"fields": {"reason": reason}})
 
-    def _advance(self, cid: str, broker_status: str, order_id: str, filled: int = 0, avg: int = 0,
-                 record: bool = True) -> None:
-        """Move the order to the broker's status (skipping moves the table already made)."""
-        target = STATUS_MAP.get(broker_status.upper(), "pending")
-        current = self.ledger.get_order(cid)
-        if current is None or current.status == target or target == "traded":
-            return
-        extra: dict[str, Any] = {"broker_order_id": order_id}
-        if filled:
-            extra.update(filled_qty=filled, avg_price_paise=avg)
-        self.ledger.set_order_status(cid, target, **extra)
-
-    def _reject(self, intent: OrderIntent, reason: str, order_id: str = "") -> None:
-        cid = intent.correlation_id
-        with self.ledger.transaction():
-            cur = self.ledger.get_order(cid)
-            if cur is not None and cur.status not in FINAL:
-                self.ledger.set_order_status(cid, "rejected", reason=reason[:500],
-                                             **({"broker_order_id": order_id} if order_id else {}))
-            if intent.kind == "entry":
-                tr = self.ledger.get_tracker(intent.position_id)
-                if tr is not None and tr.status == "pending":
-                    self.ledger.cancel_tracker(intent.position_id, reason[:200])
-            self._queue("orders.events", core.rejected_event(intent, reason, self.ctx.clock.now_ns()))
-        log.warning("order rejected", extra={"fields": {"correlation_id": cid, "position_id": intent.position_id,
-                                                        "kind": intent.kind, "outcome": "rejected", "reason": reason}})
+    def _reject(self, intent: OrderIntent, row: OrderRow, reason: str) -> None:
+        self.books.reject(intent, row, reason)
+        log.warning("order rejected", extra={"fields": {
+            "correlation_id": row.correlation_id, "position_id": intent.position_id, "kind": intent.kind,
+            "outcome": "rejected", "reason": reason}})
 
     async def _latest_tick_marker(self, ts_ns: int) -> Tick:
         """A live fill is stamped with the latest tick id (the pipeline's clock) and broker time."""

@@ -1,6 +1,7 @@
 """Exits shell: every tick of a held instrument through the risk rules; exit intents out.
 
-Inputs: ``ticks`` (the pipeline's clock) and ``positions`` (opened/closed, from the executor).
+Inputs: ``ticks`` (the pipeline's clock), ``positions`` (opened/closed/adjusted, from the
+executor) and ``orders.events`` (a rejected or cancelled exit is retried).
 Outputs: exit intents on ``orders.requests``; the PnL hash per position; the trading state when
 a daily limit latches. State (high-water marks, exiting flags, daily PnL) is checkpointed with
 every commit, so a restart resumes exactly where the last commit left off.
@@ -26,6 +27,7 @@ from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry
 from shared.messages import (
     Clock,
+    OrderCancelled,
     OrderRejected,
     PositionAdjusted,
     PositionClosed,
@@ -134,9 +136,12 @@ class ExitsService(Service):
         elif isinstance(m, PositionClosed):
             self.core.on_position_closed(m)
             self.hwm_saved.pop(m.position_id, None)
-        elif isinstance(m, OrderRejected) and m.kind == "exit":
+        elif isinstance(m, OrderRejected | OrderCancelled) and m.kind == "exit":
+            # Refused, or ended at the broker with (part of) the position still open — e.g. a
+            # freeze-limit slice rejected or a partly filled exit's remainder cancelled, the
+            # quantity left arriving as position.adjusted: either way the exit is retried.
             due = self.core.on_exit_rejected(m.position_id, m.ts_event, m.correlation_id)
-            log.warning("exit rejected", extra={"fields": {
+            log.warning("exit rejected" if isinstance(m, OrderRejected) else "exit cancelled", extra={"fields": {
                 "position_id": m.position_id, "correlation_id": m.correlation_id, "reason": m.reason,
                 "outcome": "retry scheduled" if due else "ignored", "retry_at_ns": due}})
         self.commit.ack(e.stream, e.entry_id)

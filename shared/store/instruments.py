@@ -1,4 +1,4 @@
-"""The ``instruments`` table: bulk upsert from the scrip master and reads by underlying.
+"""The ``instruments`` table: bulk upsert from the scrip master, reads by underlying or key.
 
 The upsert COPYs the rows into a temporary table and merges them with one
 ``INSERT .. ON CONFLICT (segment, security_id) DO UPDATE``; rows that did not change are not
@@ -74,6 +74,17 @@ def load(conn: psycopg.Connection, underlying: str | None = None) -> list[Instru
     with conn.cursor() as cur:
         cur.execute(query.encode(), params)
         return [_to_instrument(row) for row in cur]
+
+
+def get(conn: psycopg.Connection, segment: str, security_id: int) -> Instrument | None:
+    """One instrument by its key, or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLS} FROM instruments WHERE segment = %s AND security_id = %s".encode(),
+            (segment, security_id),
+        )
+        row = cur.fetchone()
+    return _to_instrument(row) if row is not None else None
 
 
 def _to_instrument(row: tuple) -> Instrument:

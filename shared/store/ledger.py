@@ -60,6 +60,11 @@ class Ledger(TrackerMethods):
         with translate("load instruments"):
             return _instruments.load(self._conn, underlying)
 
+    def get_instrument(self, segment: str, security_id: int) -> Instrument | None:
+        """One instrument by (segment, security_id), or None if it was never imported."""
+        with translate(f"get instrument {segment}:{security_id}"):
+            return _instruments.get(self._conn, segment, security_id)
+
     # -- signals ---------------------------------------------------------------------------
 
     def insert_signal(self, msg: Signal | SignalSkipped) -> bool:
@@ -103,22 +108,30 @@ class Ledger(TrackerMethods):
         status: str = "new",
         reason: str = "",
         payload: dict[str, Any] | None = None,
+        parent_id: str = "",
+        slice_no: int = 0,
     ) -> bool:
         """Record an order before it is submitted; False if the correlation id (or the intent's
-        msg_id) is already recorded, in which case nothing changes."""
+        msg_id with the same ``slice_no``) is already recorded, in which case nothing changes.
+
+        A freeze-limit slice names its intent's correlation id as ``parent_id`` and its 1-based
+        ``slice_no``; an unsliced order has ``parent_id`` "" and ``slice_no`` 0.
+        """
         if status not in ORDER_STATUSES:
             raise StoreError(f"order {correlation_id}: unknown status {status!r}")
+        if bool(parent_id) != (slice_no > 0):
+            raise StoreError(f"order {correlation_id}: a slice needs both parent_id and slice_no")
         return self._write_one(
             f"create order {correlation_id}",
             "INSERT INTO orders (correlation_id, intent_msg_id, position_id, kind, side, segment,"
             " security_id, symbol, quantity, order_type, limit_price_paise, status, reason,"
-            " ts_intent, intent_tick_id, intent_tick_key, payload)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ts_intent, intent_tick_id, intent_tick_key, payload, parent_id, slice_no)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING",
             (
                 correlation_id, intent_msg_id, position_id, kind, side, segment, security_id,
                 symbol, quantity, order_type, limit_price_paise, status, reason, ts_intent,
-                intent_tick_id, tick_key(intent_tick_id), Jsonb(payload or {}),
+                intent_tick_id, tick_key(intent_tick_id), Jsonb(payload or {}), parent_id, slice_no,
             ),
         )  # fmt: skip
 
@@ -127,6 +140,16 @@ class Ledger(TrackerMethods):
             OrderRow, "SELECT * FROM orders WHERE correlation_id = %s", (correlation_id,)
         )
         return rows[0] if rows else None
+
+    def orders_for_intent(self, correlation_id: str) -> list[OrderRow]:
+        """The broker orders of one intent: its own row when unsliced, else its slices in
+        ``slice_no`` order (empty if the intent was never recorded)."""
+        return self._rows(
+            OrderRow,
+            "SELECT * FROM orders WHERE correlation_id = %s OR parent_id = %s"
+            " ORDER BY slice_no, correlation_id",
+            (correlation_id, correlation_id),
+        )
 
     def orders_in_status(self, statuses: Iterable[str]) -> list[OrderRow]:
         """Orders whose status is one of ``statuses``, oldest intent first."""
@@ -203,10 +226,22 @@ class Ledger(TrackerMethods):
         )  # fmt: skip
 
     def fills_for(self, correlation_id: str) -> list[FillRow]:
+        """The order's fills in the order they happened (tick, event time, then recording)."""
         return self._rows(
             FillRow,
-            "SELECT * FROM fills WHERE correlation_id = %s ORDER BY tick_key, fill_id",
+            "SELECT * FROM fills WHERE correlation_id = %s"
+            " ORDER BY tick_key, ts_event, created_at, fill_id",
             (correlation_id,),
+        )
+
+    def fills_for_position(self, position_id: str, kind: str) -> list[FillRow]:
+        """Every fill of the position's ``kind`` ("entry" / "exit") orders, in tick order."""
+        return self._rows(
+            FillRow,
+            "SELECT f.* FROM fills f JOIN orders o USING (correlation_id)"
+            " WHERE o.position_id = %s AND o.kind = %s"
+            " ORDER BY f.tick_key, f.ts_event, f.created_at, f.fill_id",
+            (position_id, kind),
         )
 
     # -- outbox ----------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class OrderRow(msgspec.Struct, frozen=True, kw_only=True):
     payload: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    parent_id: str = ""
+    """The intent's correlation id when this order is one of its freeze-limit slices, else ""."""
+    slice_no: int = 0
+    """1-based slice number (0 when unsliced)."""
 
 
 class FillRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -98,8 +98,14 @@ class TrackerMethods(StoreBase):
         reason: str,
         pnl_paise: int,
         charges_paise: int = 0,
+        quantity: int | None = None,
     ) -> TrackerRow:
-        """active -> exited once the exit order filled; return the updated tracker."""
+        """active -> exited once the exit order filled; return the updated tracker.
+
+        ``quantity`` (the quantity closed) replaces the tracker's, which partial exit fills may
+        have lowered on the way; None keeps it.
+        """
+        extra: dict[str, Any] = {} if quantity is None else {"quantity": quantity}
         return self._move(
             position_id,
             "exited",
@@ -110,6 +116,7 @@ class TrackerMethods(StoreBase):
             exit_reason=reason,
             pnl_paise=pnl_paise,
             charges_paise=charges_paise,
+            **extra,
         )
 
     def cancel_tracker(self, position_id: str, reason: str = "") -> TrackerRow:
