@@ -11,14 +11,17 @@ Live rules (:func:`reconcile_live`), in this order:
    contradict each other (trade book net quantity of an instrument differs from the positions'
    day net), or the broker shows nothing at all while the books hold open positions, the pass
    fails: no action, one ``broker_report_failed`` difference, ``ok`` false.
-1. **Orders.** An order open in the books (``submitting`` .. ``part_traded``) whose last change is
-   older than ``rules.order_grace_s`` and which is final at the broker is settled the way the
-   executor settles it (same fill id and msg_ids, so a late executor duplicates nothing):
-   TRADED → traded, fill recorded, entry tracker activated / exit tracker closed (or reduced),
-   ``OrderFilled`` + ``PositionOpened``/``PositionClosed``; REJECTED → ``OrderRejected``;
-   CANCELLED / EXPIRED → ``OrderCancelled`` (plus the fill if partly traded); an entry that did
-   not trade cancels its pending tracker. A fill missed while the order-update socket was down
-   is exactly this case. Younger orders are the executor's (it may be waiting on them).
+1. **Orders** (:mod:`services.sync.settle`). An order open in the books (``submitting`` ..
+   ``part_traded``) whose last change is older than ``rules.order_grace_s`` and which is final at
+   the broker is settled the way the executor settles it (same fill ids and msg_ids, so a late
+   executor duplicates nothing): the order moves to the broker's status with its event, the fill
+   recorded is only the quantity its fill rows lack (partial fills the executor recorded before
+   it died are not counted twice), and once every order of the intent (every freeze-limit slice
+   ``<cid>-N``) is final, the position follows from all their fills: an entry opens (nothing
+   filled cancels its pending tracker), an exit closes or reduces the position,
+   ``OrderFilled`` + ``PositionOpened``/``PositionClosed``/``PositionAdjusted``. A fill missed
+   while the order-update socket was down is exactly this case. Younger orders are the
+   executor's (it may be waiting on them).
 2. **Positions**, per instrument, on the books as they will be after step 1, skipping any
    instrument with an order still in flight (non-final in the books or at the broker) or settled
    in this pass (the next pass sees it settled):
@@ -39,65 +42,53 @@ the shell in one transaction with the events in the outbox. Paper mode keeps
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from services.sync.model import (
     Action,
-    ActivateTracker,
     Books,
     BrokerFunds,
     BrokerOrder,
     BrokerPosition,
     BrokerReports,
     BrokerTrade,
-    CancelTracker,
-    Change,
     CloseTracker,
     Difference,
     Emit,
-    MoveOrder,
     OpenTracker,
-    RecordFill,
     SetQuantity,
     SyncResult,
     SyncRules,
 )
+from services.sync.settle import Key, OrderRule, ist_text_to_ns, vwap
+from services.sync.settle import rupees as _rupees
 from shared.calendar import is_trading_day as _calendar_trading_day
 from shared.charges import charges_for_round_trip
-from shared.clock import IST, hhmm_to_minutes, ist_datetime, ist_day, ist_to_ns
+from shared.clock import hhmm_to_minutes, ist_datetime, ist_day, ist_to_ns
 from shared.messages import (
     FeedSubscribe,
-    OrderCancelled,
-    OrderFilled,
-    OrderRejected,
     PositionAdjusted,
     PositionClosed,
     PositionOpened,
     make_msg_id,
 )
-from shared.store.rows import ORDER_TRANSITIONS, OrderRow, TrackerRow
-from shared.types import NS_PER_S, paise_to_rupees_str
+from shared.store.rows import TrackerRow
+from shared.types import NS_PER_S
 
 __all__ = [
     "Action", "Books", "BrokerFunds", "BrokerOrder", "BrokerPosition", "BrokerReports",
-    "BrokerTrade", "Difference", "MarketHours", "SyncResult", "SyncRules", "market_hours",
-    "reconcile_live", "reconcile_paper",
+    "BrokerTrade", "Difference", "MarketHours", "SyncResult", "SyncRules", "ist_text_to_ns",
+    "market_hours", "reconcile_live", "reconcile_paper",
 ]  # fmt: skip
 
 MARKET_OPEN_HHMM = "09:15"
 MARKET_CLOSE_HHMM = "15:30"
 CLOSED_OUTSIDE = "closed outside"
 OPTION_SEGMENTS = frozenset({"NSE_FNO", "BSE_FNO"})
-RECONCILABLE = frozenset({"submitting", "in_doubt", "transit", "pending", "part_traded"})
-"""Book statuses an order may be settled from (``new`` was never sent; the rest are final)."""
-BROKER_FINAL = {"TRADED": "traded", "REJECTED": "rejected", "CANCELLED": "cancelled",
-                "EXPIRED": "expired"}
 OPTION_TYPES = {"CALL": "CE", "PUT": "PE", "CE": "CE", "PE": "PE"}
-
-Key = tuple[str, int]  # (segment, security_id)
 
 
 # --------------------------------------------------------------------------- market hours
@@ -141,32 +132,6 @@ def market_hours(
 # --------------------------------------------------------------------------- helpers
 
 
-def ist_text_to_ns(text: str) -> int | None:
-    """DhanHQ's IST ``YYYY-MM-DD HH:MM:SS`` (or ``DD/MM/YYYY ..``) as UTC ns; None if absent."""
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S"):
-        try:
-            local = dt.datetime.strptime(text.strip(), fmt)
-        except (ValueError, AttributeError):
-            continue
-        if local.year < 2000:  # placeholders: 0001-01-01, 01/01/1980
-            return None
-        return int(local.replace(tzinfo=IST).timestamp()) * NS_PER_S
-    return None
-
-
-def _rupees(paise: int) -> str:
-    return "₹" + paise_to_rupees_str(paise)
-
-
-def _vwap(trades: Iterable[BrokerTrade]) -> tuple[int, int]:
-    """(quantity, volume-weighted price in paise rounded half up) of ``trades``."""
-    qty = value = 0
-    for t in trades:
-        qty += t.quantity
-        value += t.quantity * t.price_paise
-    return qty, ((2 * value + qty) // (2 * qty) if qty else 0)
-
-
 def _charges(segment: str, ts_exit: int, entry_paise: int, exit_paise: int, qty: int) -> int:
     return charges_for_round_trip(
         segment, ist_day(ts_exit), entry_paise * qty, exit_paise * qty
@@ -176,10 +141,6 @@ def _charges(segment: str, ts_exit: int, entry_paise: int, exit_paise: int, qty:
 def _index_of(symbol: str) -> str:
     """``NIFTY-Dec2026-26000-CE`` -> ``NIFTY`` (DhanHQ trading symbols lead with the index)."""
     return symbol.split("-", 1)[0].split(" ", 1)[0].upper() or "UNKNOWN"
-
-
-def _age_s(order: OrderRow, now_ns: int) -> float:
-    return now_ns / NS_PER_S - order.updated_at.timestamp()
 
 
 def _failed(why: list[str], info: dict[str, Any]) -> SyncResult:
@@ -260,142 +221,13 @@ class _Pass:
         self.touched: set[Key] = set()
 
     def run(self) -> SyncResult:
-        for o in self.orders:
-            if o.status.upper() not in BROKER_FINAL:
-                self.in_flight.add((o.segment, o.security_id))
-        for order in self.books.open_orders:
-            self._order(order)
+        orders = OrderRule(self.books, self.orders, self.trades, self.now, self.tick_id,
+                           self.rules, self.trackers).run()  # fmt: skip
+        self.diffs.extend(orders.diffs)
+        self.actions.extend(orders.actions)
+        self.in_flight, self.touched = orders.in_flight, orders.touched
         self._positions()
         return SyncResult(differences=self.diffs, actions=self.actions, info=self.info)
-
-    # -- orders ----------------------------------------------------------------------------
-
-    def _broker_order(self, order: OrderRow) -> BrokerOrder | None:
-        same = [o for o in self.orders if order.broker_order_id and o.order_id == order.broker_order_id]
-        same = same or [o for o in self.orders if o.correlation_id == order.correlation_id]
-        return max(same, key=lambda o: (o.time, o.order_id)) if same else None
-
-    def _order(self, order: OrderRow) -> None:
-        key = (order.segment, order.security_id)
-        b = self._broker_order(order) if order.status in RECONCILABLE else None
-        if (order.status not in RECONCILABLE or _age_s(order, self.now) < self.rules.order_grace_s
-                or (b is not None and b.status.upper() not in BROKER_FINAL)):  # fmt: skip
-            self.in_flight.add(key)  # the executor's (new, young, or still open at the broker)
-            return
-        if b is None:
-            self.in_flight.add(key)
-            self.diffs.append(Difference(
-                kind="order_unknown_at_broker", correlation_id=order.correlation_id,
-                position_id=order.position_id, security_id=order.security_id,
-                detail=f"order {order.correlation_id} is {order.status} in the books "
-                       f"({_age_s(order, self.now):.0f}s since its last change) but the broker's "
-                       "order book has no such order: left for the executor or a human"))
-            return
-        action, why = self._settle(order, b)
-        self.touched.add(key)
-        self.diffs.append(Difference(
-            kind="order_final_at_broker", correlation_id=order.correlation_id,
-            position_id=order.position_id, security_id=order.security_id,
-            detail=action.reason if action else why, resolved=action is not None))
-        if action is not None:
-            self.actions.append(action)
-
-    def _settle(self, order: OrderRow, b: BrokerOrder) -> tuple[Action | None, str]:
-        """The action settling ``order`` as the broker's final ``b`` says (or None and why)."""
-        broker_status = b.status.upper()
-        cid, pid, tracker = order.correlation_id, order.position_id, self.trackers.get(order.position_id)
-        words = (f"order {cid} ({order.kind} {order.side} {order.quantity} of {order.symbol}) is "
-                 f"{order.status} in the books but {broker_status} at the broker (order "
-                 f"{b.order_id})")  # fmt: skip
-        target = BROKER_FINAL[broker_status]
-        allowed = ORDER_TRANSITIONS.get(order.status, frozenset())
-        if target not in allowed:  # e.g. part_traded -> rejected, submitting -> expired
-            if target == "traded" or "cancelled" not in allowed:
-                return None, f"{words}: the books cannot move {order.status} -> {target}"
-            target = "cancelled"
-        filled = b.filled_qty or (order.quantity if broker_status == "TRADED" else 0)
-        price = b.avg_price_paise or _vwap(t for t in self.trades if t.order_id == b.order_id)[1]
-        if filled and not price:
-            return None, f"{words}: no traded price in the order or trade book"
-        ts = ist_text_to_ns(b.time) or self.now
-        base: dict[str, Any] = dict(ts_event=ts, ts_init=self.now, tick_id=self.tick_id, correlation_id=cid,
-                    position_id=pid, kind=order.kind, security_id=order.security_id)
-        if target == "rejected":  # the executor's wording
-            reason = f"broker rejected: {b.reason or 'no reason given'}"
-        else:
-            reason = f"broker status {broker_status}: {b.reason}"
-        changes: list[Change] = [MoveOrder(
-            correlation_id=cid, from_status=order.status, status=target, broker_order_id=b.order_id,
-            filled_qty=filled, avg_price_paise=price if filled else 0,
-            reason=(order.reason if target == "traded" else reason)[:500])]
-        events: list[Emit] = []
-        if filled:
-            words += f": fill of {filled} @ {_rupees(price)} recorded"
-            changes.append(RecordFill(
-                fill_id=f"F-{cid}", correlation_id=cid, broker_order_id=b.order_id, side=order.side,
-                quantity=filled, price_paise=price, ts_event=ts, tick_id=self.tick_id))
-            events.append(Emit(stream="orders.events", msg=OrderFilled(
-                msg_id=make_msg_id("fill", cid), **base, broker_order_id=b.order_id,
-                side=order.side,  # type: ignore[arg-type]
-                quantity=filled, price_paise=price, fill_tick_id=self.tick_id)))
-            words += self._fill_tracker(order, tracker, filled, price, ts, changes, events)
-        if target != "traded":
-            cls, prefix = (OrderRejected, "rej") if target == "rejected" else (OrderCancelled, "cxl")
-            events.append(Emit(stream="orders.events",
-                               msg=cls(msg_id=make_msg_id(prefix, cid), **base, reason=reason)))
-            words += f"; order {target} ({reason})"
-            if not filled and order.kind == "entry" and tracker is not None and tracker.status == "pending":
-                changes.append(CancelTracker(position_id=pid, reason=reason[:200]))
-                self.trackers.pop(pid)
-                words += f"; pending position {pid} cancelled"
-        action = Action(kind="settle_order", reason=words, changes=changes, events=events,
-                        position_id=pid, correlation_id=cid, security_id=order.security_id)
-        return action, words
-
-    def _fill_tracker(self, order: OrderRow, tracker: TrackerRow | None, filled: int, price: int,
-                      ts: int, changes: list[Change], events: list[Emit]) -> str:  # fmt: skip
-        """The tracker side of a fill (entry activates, exit closes or reduces); the words."""
-        pid = order.position_id
-        if order.kind == "entry":
-            if tracker is None or tracker.status != "pending":
-                return f"; tracker {pid} is {tracker.status if tracker else 'missing'}, left as is"
-            changes.append(ActivateTracker(position_id=pid, entry_price_paise=price, quantity=filled,
-                                           entry_tick_id=self.tick_id, ts_entry=ts))
-            events.append(Emit(stream="positions", msg=PositionOpened(
-                msg_id=make_msg_id("open", pid), ts_event=ts, ts_init=self.now, tick_id=self.tick_id,
-                position_id=pid, index=tracker.index_key, segment=order.segment,
-                security_id=order.security_id, symbol=order.symbol, quantity=filled,
-                entry_price_paise=price, entry_tick_id=self.tick_id, ts_entry=ts,
-                lot_size=int(order.payload.get("lot_size", 0) or 0))))
-            self.trackers[pid] = msgspec.structs.replace(
-                tracker, status="active", quantity=filled, entry_price_paise=price, ts_entry=ts)
-            return f"; position {pid} opened"
-        if tracker is None or tracker.status != "active":
-            return f"; tracker {pid} is {tracker.status if tracker else 'missing'}, left as is"
-        entry = tracker.entry_price_paise or 0
-        if filled < tracker.quantity:
-            left = tracker.quantity - filled
-            changes.append(SetQuantity(position_id=pid, from_quantity=tracker.quantity, quantity=left))
-            events.append(Emit(stream="positions", msg=PositionAdjusted(
-                msg_id=make_msg_id("adj", pid, order.correlation_id, left), ts_event=ts,
-                ts_init=self.now, tick_id=self.tick_id, position_id=pid,
-                security_id=order.security_id, quantity=left,
-                reason=f"exit {order.correlation_id} filled {filled} of {tracker.quantity}")))
-            self.trackers[pid] = msgspec.structs.replace(tracker, quantity=left)
-            return f"; position {pid} reduced to {left}"
-        qty = tracker.quantity
-        pnl = (price - entry) * qty
-        charges = _charges(order.segment, ts, entry, price, qty)
-        changes.append(CloseTracker(position_id=pid, exit_price_paise=price, exit_tick_id=self.tick_id,
-                                    ts_exit=ts, reason=order.reason, pnl_paise=pnl,
-                                    charges_paise=charges))
-        events.append(Emit(stream="positions", msg=PositionClosed(
-            msg_id=make_msg_id("close", pid), ts_event=ts, ts_init=self.now, tick_id=self.tick_id,
-            position_id=pid, index=tracker.index_key, security_id=order.security_id, quantity=qty,
-            entry_price_paise=entry, exit_price_paise=price, exit_tick_id=self.tick_id, ts_exit=ts,
-            reason=order.reason, pnl_paise=pnl, charges_paise=charges)))
-        self.trackers.pop(pid)
-        return f"; position {pid} closed ({order.reason})"
 
     # -- positions -------------------------------------------------------------------------
 
@@ -436,7 +268,7 @@ class _Pass:
         p = rows[0]
         buys = self._buy_trades(key)
         pid = make_msg_id("ext", seg, sid, ist_day(self.now), *sorted({t.order_id for t in buys}))
-        price = p.buy_avg_paise or _vwap(buys)[1]
+        price = p.buy_avg_paise or vwap(buys)[1]
         ts = max((ist_text_to_ns(t.time) or 0 for t in buys), default=0) or self.now
         option_type = OPTION_TYPES[p.option_type]
         reason = (f"broker holds {net} of {p.symbol} ({seg}:{sid}) at a buy average of "
@@ -478,7 +310,7 @@ class _Pass:
         if chosen:
             ts = max(ist_text_to_ns(s.time) or 0 for s in chosen) or self.now
             ids = ", ".join(s.trade_id for s in chosen)
-            return _vwap(chosen)[1], ts, f"trade book (trade {ids})"
+            return vwap(chosen)[1], ts, f"trade book (trade {ids})"
         sell_avg = next((p.sell_avg_paise for p in rows if p.sell_avg_paise), 0)
         if sell_avg:
             return sell_avg, self.now, "the broker's sell average (no sell in the trade book)"

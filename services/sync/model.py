@@ -19,7 +19,7 @@ from shared.messages import (
     PositionClosed,
     PositionOpened,
 )
-from shared.store.rows import OrderRow, TrackerRow
+from shared.store.rows import FillRow, OrderRow, TrackerRow
 
 # --------------------------------------------------------------------------- inputs
 
@@ -84,11 +84,16 @@ class BrokerReports(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Books(msgspec.Struct, frozen=True, kw_only=True):
-    """The ledger as read after the broker's reports: pending and active trackers, and every
-    order not in a final status."""
+    """The ledger as read after the broker's reports: pending and active trackers, every order
+    not in a final status, and around those the rest of their positions' orders and fills."""
 
     trackers: list[TrackerRow]
     open_orders: list[OrderRow]
+    orders: list[OrderRow] = msgspec.field(default_factory=list)
+    """Every order, final ones too, of each position with an open order: an intent's other
+    freeze-limit slices, and the position's entry and exit orders (the open ones may repeat)."""
+    fills: dict[str, list[FillRow]] = msgspec.field(default_factory=dict)
+    """The fill rows of those orders by correlation id (an order without fills may be absent)."""
 
 
 class SyncRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +137,9 @@ class CloseTracker(msgspec.Struct, frozen=True, kw_only=True, tag="close_tracker
     reason: str
     pnl_paise: int
     charges_paise: int
+    quantity: int | None = None
+    """The quantity closed, replacing the tracker's (partial exit fills lower it on the way);
+    None keeps it."""
 
 
 class SetQuantity(msgspec.Struct, frozen=True, kw_only=True, tag="set_quantity"):
@@ -164,6 +172,9 @@ class RecordFill(msgspec.Struct, frozen=True, kw_only=True, tag="record_fill"):
     price_paise: int
     ts_event: int
     tick_id: str
+    recorded_qty: int = 0
+    """The order's fill quantity in the books this fill was computed against: if it has changed
+    meanwhile (a live executor), the shell records nothing and fails the action."""
 
 
 Change = (

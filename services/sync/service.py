@@ -6,7 +6,8 @@ clock unless a test injects one; outside them the service idles and says so):
 1. read the broker's order book, trade book, positions and funds (``DhanRest`` from the env:
    ``DHAN_REST_URL``, ``DHAN_CLIENT_ID``, ``DHAN_ACCESS_TOKEN``), in that order, each under a
    deadline; a failure stops the reading and the pass reports it (nothing is read as "flat");
-2. read the books (pending/active trackers, open orders) — after the broker, see ``core``;
+2. read the books (pending/active trackers, open orders, and the orders and fill rows of their
+   positions) — after the broker, see ``core``;
 3. ``core.reconcile_live`` lists the differences and the actions;
 4. each action is applied in one Postgres transaction together with its events in the outbox
    (the executor's pattern), logged, and the outbox is then published idempotently by msg_id
@@ -58,6 +59,7 @@ from shared.errors import BrokerError, BusError, ScalperError, StoreError
 from shared.runtime import Context, Service
 from shared.store.db import connect
 from shared.store.ledger import Ledger
+from shared.store.rows import FillRow
 
 log = logging.getLogger("sync")
 
@@ -132,8 +134,7 @@ class SyncService(Service):
                                   seconds_to_open=hours.seconds_to_open)
         if self.mode == "live":
             reports = await self._broker_reports()
-            books = Books(trackers=self.ledger.trackers_in_status(["pending", "active"]),
-                          open_orders=self.ledger.orders_in_status(OPEN_ORDER_STATUSES))
+            books = self._books()
             result = core.reconcile_live(books, reports, now_ns=now, tick_id=await self._tick_marker(),
                                          rules=self.rules)
         else:
@@ -151,6 +152,20 @@ class SyncService(Service):
         self.passes += 1
         self.last_ok = report.ok
         return report
+
+    def _books(self) -> Books:
+        """Pending and active trackers, open orders, and every order and fill of the positions
+        with an open order (an intent's other slices, the position's entry and exit fills)."""
+        trackers = self.ledger.trackers_in_status(["pending", "active"])
+        open_orders = self.ledger.orders_in_status(OPEN_ORDER_STATUSES)
+        pids = sorted({o.position_id for o in open_orders})
+        fills: dict[str, list[FillRow]] = {}
+        for pid in pids:
+            for kind in ("entry", "exit"):
+                for f in self.ledger.fills_for_position(pid, kind):
+                    fills.setdefault(f.correlation_id, []).append(f)
+        return Books(trackers=trackers, open_orders=open_orders, fills=fills,
+                     orders=[o for pid in pids for o in self.ledger.orders_for_position(pid)])  # fmt: skip
 
     async def _broker_reports(self) -> BrokerReports:
         """The four reports, the order book first (see ``core``); stops at the first failure."""
@@ -237,7 +252,8 @@ class SyncService(Service):
             case CloseTracker():
                 led.close_tracker(c.position_id, exit_price_paise=c.exit_price_paise,
                                   exit_tick_id=c.exit_tick_id, ts_exit=c.ts_exit, reason=c.reason,
-                                  pnl_paise=c.pnl_paise, charges_paise=c.charges_paise)
+                                  pnl_paise=c.pnl_paise, charges_paise=c.charges_paise,
+                                  quantity=c.quantity)
             case SetQuantity():
                 current = led.get_tracker(c.position_id)
                 if current is None or current.quantity != c.from_quantity:
@@ -255,9 +271,18 @@ class SyncService(Service):
                 led.set_order_status(c.correlation_id, c.status, broker_order_id=c.broker_order_id,
                                      reason=c.reason, **extra)
             case RecordFill():
-                led.record_fill(fill_id=c.fill_id, correlation_id=c.correlation_id,
-                                broker_order_id=c.broker_order_id, side=c.side, quantity=c.quantity,
-                                price_paise=c.price_paise, ts_event=c.ts_event, tick_id=c.tick_id)
+                # Only the quantity the books lacked when the pass read them (see core): a fill
+                # recorded since (a live executor) would make this one count twice.
+                held = sum(f.quantity for f in led.fills_for(c.correlation_id))
+                if held != c.recorded_qty:
+                    raise StoreError(f"order {c.correlation_id}: fills changed meanwhile ({held} "
+                                     f"recorded, {c.recorded_qty} expected)")
+                recorded = led.record_fill(
+                    fill_id=c.fill_id, correlation_id=c.correlation_id,
+                    broker_order_id=c.broker_order_id, side=c.side, quantity=c.quantity,
+                    price_paise=c.price_paise, ts_event=c.ts_event, tick_id=c.tick_id)  # fmt: skip
+                if not recorded:
+                    raise StoreError(f"order {c.correlation_id}: fill {c.fill_id} already recorded")
 
     async def _relay_outbox(self) -> None:
         """Publish unpublished outbox rows (idempotent by msg_id), then mark them published."""

@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,10 @@ import redis
 import yaml
 
 from dhansim import SPEED_PAUSED, run_simulator
+from services.executor.books import ExecutorBooks
+from services.executor.fills import weighted_avg_paise
+from services.executor.live import BrokerOrderState
+from services.executor.slicing import Slice
 from services.feed.replay import load_session
 from services.sync.service import PassReport, SyncService, run_once
 from shared import bus as busmod
@@ -37,7 +42,7 @@ from shared.dhan.rest import DhanRest
 from shared.dhan.retry import RetryPolicy
 from shared.instruments import parse_scrip_master
 from shared.keys import Keys
-from shared.messages import Message, make_msg_id
+from shared.messages import Message, OrderIntent, make_msg_id
 from shared.runtime import Context, run
 from shared.store.ledger import Ledger
 from shared.types import rupees_to_paise
@@ -102,6 +107,23 @@ class Broker:
 
     async def order(self, order_id: str) -> dict[str, Any]:
         return (await self.rest.get(f"/orders/{order_id}")).raise_for_status().json()
+
+    async def place(self, sid: int, quantity: int, correlation_id: str, side: str = "BUY") -> str:
+        """Place a MARKET order by hand (it fills at the instrument's next released tick)."""
+        body = {"dhanClientId": CLIENT_ID, "transactionType": side, "exchangeSegment": "NSE_FNO",
+                "productType": "INTRADAY", "orderType": "MARKET", "validity": "DAY",
+                "securityId": str(sid), "quantity": quantity, "price": 0,
+                "correlationId": correlation_id}
+        return (await self.rest.post("/orders", json=body)).raise_for_status().json()["orderId"]
+
+    async def step_until(self, order_id: str, status: str) -> dict[str, Any]:
+        """Release ticks one by one until the order has ``status``; the order then."""
+        for _ in range(2000):
+            o = await self.order(order_id)
+            if o["orderStatus"] == status:
+                return o
+            await self.advance(ticks=1)
+        raise AssertionError(f"order {order_id} never reached {status}: {o}")
 
     async def trade(self, sid: int, side: str = "BUY", correlation_id: str = "") -> tuple[str, int]:
         """Place a MARKET order by hand and let it fill at the next tick: (order id, price)."""
@@ -175,6 +197,22 @@ def book_order(led: Ledger, cid: str, pid: str, sid: int, symbol: str, *, kind: 
 def age_orders(led: Ledger, minutes: int = 10) -> None:
     """Make every order's last change ``minutes`` old: the executor is long gone."""
     led.conn.execute("UPDATE orders SET updated_at = now() - make_interval(mins => %s)", (minutes,))
+
+
+def entry_intent(cid: str, pid: str, sid: int, symbol: str, quantity: int) -> OrderIntent:
+    return OrderIntent(msg_id=f"intent-{cid}", ts_event=ist_to_ns(DAY, "09:20"), ts_init=0,
+                       tick_id="1-0", kind="entry", correlation_id=cid, position_id=pid,
+                       index="NIFTY", segment="NSE_FNO", security_id=sid, symbol=symbol, side="BUY",
+                       quantity=quantity, lot_size=LOT, ref_price_paise=10_000, reason="sync test")  # fmt: skip
+
+
+def state_of(o: dict[str, Any]) -> BrokerOrderState:
+    """The broker's order as the executor reads it over REST."""
+    return BrokerOrderState(o["orderStatus"], o["orderId"], int(o["filledQty"]),
+                            rupees_to_paise(o["averageTradedPrice"]), "", "")  # fmt: skip
+
+
+FILL_TICK = "1796097700000-0"  # the tick the executor stamps its fills with in these tests
 
 
 # ----------------------------------------------------------------------------- the tests
@@ -296,6 +334,125 @@ def test_fill_missed_with_no_executor_running_is_recorded_with_its_events(
         assert positions[1].reason == "take_profit: +4.00%"  # type: ignore[attr-defined]
         assert r["quiet"].ok and r["quiet"].result.actions == []
         assert led.active_trackers() == []
+    finally:
+        led.close()
+
+
+def test_partial_fill_recorded_before_the_executor_died_is_not_counted_twice(
+    session, pg_schema, namespace, redis_url, sync_redis
+):
+    keys = Keys(namespace)
+    sid = session.busy[0]
+    symbol = session.instruments[sid].symbol
+    led = pg_schema.ledger()
+    books = ExecutorBooks(led, time.time_ns, paper=False)
+    cid, pid = "E-part-1", "P-part-1"
+    intent = entry_intent(cid, pid, sid, symbol, 2 * LOT)
+
+    async def scenario() -> dict[str, Any]:
+        async with simulator(session) as broker:
+            config = load(environ=live_env(broker, pg_schema, namespace, redis_url))
+            # The executor sends 2 lots; the broker fills one, the executor records that part
+            # (F-<cid>-65, tracker pending at 65) and dies; then the broker fills the rest.
+            (row,) = books.record_intent(intent, [Slice(correlation_id=cid, slice_no=0,
+                                                        quantity=2 * LOT)], None, {})  # fmt: skip
+            books.submitting(row, {"lot_size": LOT})
+            await broker.faults(partial_fills=1, partial_fill_lots=1)
+            order_id = await broker.place(sid, 2 * LOT, cid)
+            books.accepted(intent, row, order_id, "PENDING")
+            part = await broker.step_until(order_id, "PART_TRADED")
+            books.apply_state(intent, row, state_of(part), FILL_TICK, ist_to_ns(DAY, "09:21"))
+            done = await broker.step_until(order_id, "TRADED")
+            trades = (await broker.rest.get(f"/trades/{order_id}")).raise_for_status().json()
+            age_orders(led)
+            settled = await run_once(config, force=True)
+            # The executor comes back and sees the order: nothing is added.
+            outbox = led.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            again = books.apply_state(intent, row, state_of(done), FILL_TICK, ist_to_ns(DAY, "09:30"))
+            after = dict(inc=again, settle=books.settle(intent), fills=led.fills_for(cid),
+                         outbox=led.conn.execute("SELECT count(*) FROM outbox").fetchone()[0] - outbox)
+            quiet = await run_once(config, force=True)
+            return dict(part=part, done=done, trades=trades, settled=settled, after=after, quiet=quiet)
+
+    try:
+        r = asyncio.run(scenario())
+        assert r["part"]["filledQty"] == LOT and r["done"]["filledQty"] == 2 * LOT
+        (action,) = r["settled"].outcomes
+        assert action["kind"] == "settle_order" and action["outcome"] == "applied"
+        fills = sorted(led.fills_for(cid), key=lambda f: int(f.fill_id.rsplit("-", 1)[1]))
+        assert [(f.fill_id, f.quantity) for f in fills] == [(f"F-{cid}-{LOT}", LOT), (f"F-{cid}-{2 * LOT}", LOT)]
+        avg = rupees_to_paise(r["done"]["averageTradedPrice"])
+        value = sum(f.quantity * f.price_paise for f in fills)
+        assert 2 * abs(value - avg * 2 * LOT) <= 2 * LOT  # the broker's average × 130, to the paisa
+        traded = [rupees_to_paise(t["tradedPrice"]) for t in r["trades"]]
+        assert len(traded) == 2 and abs(fills[1].price_paise - traded[1]) <= 1
+        order = led.get_order(cid)
+        assert (order.status, order.filled_qty, order.avg_price_paise) == ("traded", 2 * LOT, avg)
+        t = led.get_tracker(pid)
+        price = weighted_avg_paise((f.quantity, f.price_paise) for f in fills)
+        assert (t.status, t.quantity, t.entry_price_paise) == ("active", 2 * LOT, price)
+        filled = [e for e in stream(sync_redis, keys, "orders.events") if type(e).__name__ == "OrderFilled"]
+        assert [(e.msg_id, e.quantity, e.filled_qty) for e in filled] == [  # type: ignore[attr-defined]
+            (make_msg_id("fill", cid, LOT), LOT, LOT), (make_msg_id("fill", cid, 2 * LOT), LOT, 2 * LOT)]
+        (opened,) = stream(sync_redis, keys, "positions")
+        assert (opened.quantity, opened.entry_price_paise) == (2 * LOT, price)  # type: ignore[attr-defined]
+        # a restarted executor adds nothing, and the next pass finds the books and broker agreeing
+        assert r["after"]["inc"] is None and r["after"]["settle"] == "done"
+        assert sorted(r["after"]["fills"], key=lambda f: f.fill_id) == sorted(fills, key=lambda f: f.fill_id)
+        assert r["after"]["outbox"] == 0
+        assert r["quiet"].ok and r["quiet"].result.differences == []
+    finally:
+        led.close()
+
+
+def test_slice_filled_after_the_executor_died_opens_the_position_on_all_slices(
+    session, pg_schema, namespace, redis_url, sync_redis
+):
+    keys = Keys(namespace)
+    sid = session.busy[1]
+    symbol = session.instruments[sid].symbol
+    led = pg_schema.ledger()
+    books = ExecutorBooks(led, time.time_ns, paper=False)
+    cid, pid = "E-slice-1", "P-slice-1"
+    intent = entry_intent(cid, pid, sid, symbol, 2 * LOT)
+    slices = [Slice(correlation_id=f"{cid}-{n}", slice_no=n, quantity=LOT) for n in (1, 2)]
+
+    async def scenario() -> dict[str, Any]:
+        async with simulator(session) as broker:
+            config = load(environ=live_env(broker, pg_schema, namespace, redis_url))
+            # Two slices sent; the executor records the first one's fill and dies before the
+            # second's: the broker holds 130, the books one traded slice and one pending.
+            rows = books.record_intent(intent, slices, None, {})
+            for row in rows:
+                books.submitting(row, {"lot_size": LOT})
+            first, _ = await broker.trade(sid, correlation_id=rows[0].correlation_id)
+            books.accepted(intent, rows[0], first, "PENDING")
+            books.apply_state(intent, rows[0], state_of(await broker.order(first)), FILL_TICK,
+                              ist_to_ns(DAY, "09:21"))  # fmt: skip
+            second, _ = await broker.trade(sid, correlation_id=rows[1].correlation_id)
+            books.accepted(intent, rows[1], second, "PENDING")
+            age_orders(led)
+            settled = await run_once(config, force=True)
+            quiet = await run_once(config, force=True)
+            return dict(settled=settled, quiet=quiet)
+
+    try:
+        r = asyncio.run(scenario())
+        # the slices are the executor's orders: settled, not adopted as an outside position
+        assert [a["kind"] for a in r["settled"].outcomes] == ["settle_order"]
+        assert r["settled"].outcomes[0]["correlation_id"] == cid and r["settled"].ok
+        fills = [f for n in (1, 2) for f in led.fills_for(f"{cid}-{n}")]
+        assert [(f.fill_id, f.quantity) for f in fills] == [(f"F-{cid}-1", LOT), (f"F-{cid}-2", LOT)]
+        assert [o.status for o in led.orders_for_intent(cid)] == ["traded", "traded"]
+        t = led.get_tracker(pid)
+        price = weighted_avg_paise((f.quantity, f.price_paise) for f in fills)
+        assert (t.status, t.quantity, t.entry_price_paise, t.external) == ("active", 2 * LOT, price, False)
+        filled = [e for e in stream(sync_redis, keys, "orders.events") if type(e).__name__ == "OrderFilled"]
+        assert [(e.correlation_id, e.parent_correlation_id) for e in filled] == [  # type: ignore[attr-defined]
+            (f"{cid}-1", cid), (f"{cid}-2", cid)]
+        (opened,) = stream(sync_redis, keys, "positions")
+        assert (opened.position_id, opened.quantity) == (pid, 2 * LOT)  # type: ignore[attr-defined]
+        assert r["quiet"].ok and r["quiet"].result.differences == []
     finally:
         led.close()
 

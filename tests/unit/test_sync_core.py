@@ -25,6 +25,7 @@ from services.sync.model import (
     SetQuantity,
     SyncResult,
 )
+from shared import streamids
 from shared.clock import ist_to_ns
 from shared.messages import (
     FeedSubscribe,
@@ -36,7 +37,7 @@ from shared.messages import (
     PositionOpened,
     make_msg_id,
 )
-from shared.store.rows import OrderRow, TrackerRow
+from shared.store.rows import FillRow, OrderRow, TrackerRow
 
 DAY = dt.date(2026, 12, 1)  # a Tuesday
 NOW = ist_to_ns(DAY, "10:00")
@@ -110,9 +111,31 @@ def reports(positions: list[BrokerPosition] | None = None, orders: list[BrokerOr
                          funds=kw.pop("funds", BrokerFunds(available_paise=100_000_00)), **kw)
 
 
+def fill_row(cid: str, qty: int, price: int, fill_id: str = "", *, tick: str = "1796097700000-0",
+             hhmm: str = "09:50") -> FillRow:
+    """A fill row as the executor writes it (``F-<cid>-<cumulative qty>`` for a part)."""
+    return FillRow(fill_id=fill_id or f"F-{cid}", correlation_id=cid, broker_order_id="OID1",
+                   side="BUY" if cid.startswith("E") else "SELL", quantity=qty, price_paise=price,
+                   ts_event=ist_to_ns(DAY, hhmm), tick_id=tick, tick_key=streamids.key(tick),
+                   created_at=NOW_DT)  # fmt: skip
+
+
+def sliced(o: OrderRow, parent: str, slice_no: int) -> OrderRow:
+    return msgspec.structs.replace(o, parent_id=parent, slice_no=slice_no)
+
+
+def filled(o: OrderRow, qty: int, avg: int) -> OrderRow:
+    return msgspec.structs.replace(o, filled_qty=qty, avg_price_paise=avg)
+
+
 def run(trackers: list[TrackerRow] = (), open_orders: list[OrderRow] = (),  # type: ignore[assignment]
-        broker: BrokerReports | None = None, now: int = NOW) -> SyncResult:
-    books = Books(trackers=list(trackers), open_orders=list(open_orders))
+        broker: BrokerReports | None = None, now: int = NOW, *,
+        orders: list[OrderRow] = (), fills: list[FillRow] = ()) -> SyncResult:  # type: ignore[assignment]
+    by_order: dict[str, list[FillRow]] = {}
+    for f in fills:
+        by_order.setdefault(f.correlation_id, []).append(f)
+    books = Books(trackers=list(trackers), open_orders=list(open_orders), orders=list(orders),
+                  fills=by_order)
     return core.reconcile_live(books, broker or reports(), now_ns=now, tick_id=TICK)
 
 
@@ -346,9 +369,10 @@ def test_entry_cancelled_after_a_partial_fill_opens_the_filled_part():
     (action,) = result.actions
     move, fill, activate = action.changes
     assert isinstance(move, MoveOrder) and (move.status, move.filled_qty) == ("cancelled", LOT)
-    assert isinstance(fill, RecordFill) and fill.quantity == LOT
+    assert isinstance(fill, RecordFill) and (fill.fill_id, fill.quantity) == (f"F-E-1-{LOT}", LOT)
     assert isinstance(activate, ActivateTracker) and activate.quantity == LOT
-    assert [type(m).__name__ for _, m in events(result)] == ["OrderFilled", "PositionOpened", "OrderCancelled"]
+    # the executor's order: the order's own events, then the position's
+    assert [type(m).__name__ for _, m in events(result)] == ["OrderFilled", "OrderCancelled", "PositionOpened"]
 
 
 def test_young_open_order_is_left_to_the_executor_and_its_position_not_adopted():
@@ -379,6 +403,186 @@ def test_order_the_books_cannot_move_is_reported_not_forced():
                  reports([], [border("OID1", "E-1", status="REJECTED")]))
     # part_traded -> rejected is not a legal move; the nearest legal one is cancelled
     assert result.actions[0].changes[0].status == "cancelled"  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------- partial fills
+
+
+def test_remainder_of_an_order_whose_partial_fill_is_recorded_is_the_only_fill_added():
+    # The executor recorded 65 of 195 (F-E-1-65) and died; the broker then traded the rest.
+    o = filled(order("E-1", status="part_traded", qty=3 * LOT), LOT, 10_000)
+    broker = reports([bpos(3 * LOT, buy_avg=10_101)],
+                     [border("OID1", "E-1", qty=3 * LOT, avg=10_101)],
+                     [btrade("OID1", "T1", price=10_000), btrade("OID1", "T2", qty=2 * LOT, price=10_152)])  # fmt: skip
+    result = run([tracker("P1", status="pending", qty=LOT)], [o], broker,
+                 fills=[fill_row("E-1", LOT, 10_000, f"F-E-1-{LOT}")])  # fmt: skip
+    (action,) = result.actions
+    move, fill, activate = action.changes
+    assert move == MoveOrder(correlation_id="E-1", from_status="part_traded", status="traded",
+                             broker_order_id="OID1", filled_qty=3 * LOT, avg_price_paise=10_101)
+    # 130 more, priced so that 65 @ 100.00 + 130 @ p comes to the broker's 195 @ 101.01:
+    # p = (195 × 10101 − 65 × 10000) / 130 = 10151.5 → 10152 paise (half up, as the executor)
+    assert fill == RecordFill(fill_id=f"F-E-1-{3 * LOT}", correlation_id="E-1", broker_order_id="OID1",
+                              side="BUY", quantity=2 * LOT, price_paise=10_152,
+                              ts_event=ist_to_ns(DAY, "09:58"), tick_id=TICK, recorded_qty=LOT)
+    value = LOT * 10_000 + 2 * LOT * 10_152
+    assert 2 * abs(value - 3 * LOT * 10_101) <= 3 * LOT  # the broker's average, to the paisa
+    assert activate == ActivateTracker(position_id="P1", entry_price_paise=10_101, quantity=3 * LOT,
+                                       entry_tick_id=TICK, ts_entry=ist_to_ns(DAY, "09:58"))
+    (s1, fill_event), (s2, opened) = events(result)
+    assert s1 == "orders.events" and isinstance(fill_event, OrderFilled)
+    assert fill_event.msg_id == make_msg_id("fill", "E-1", 3 * LOT)  # the executor's id for it
+    assert (fill_event.quantity, fill_event.filled_qty, fill_event.order_quantity) == (2 * LOT, 3 * LOT, 3 * LOT)
+    assert s2 == "positions" and isinstance(opened, PositionOpened)
+    assert (opened.quantity, opened.entry_price_paise) == (3 * LOT, 10_101)
+    assert "the books held 65 of the broker's 195" in action.reason
+    assert [d.kind for d in result.differences] == ["order_final_at_broker"] and result.ok
+
+
+def test_recorded_fills_equal_to_the_broker_quantity_add_no_fill_and_the_next_pass_nothing():
+    # 65 of 130 recorded, then the rest cancelled at the broker: the order and position settle,
+    # but the fill is in the books already.
+    o = filled(order("E-1", status="part_traded", qty=2 * LOT), LOT, 10_000)
+    broker = reports([bpos(LOT)], [border("OID1", "E-1", status="CANCELLED", qty=2 * LOT, filled=LOT, avg=10_000)],
+                     [btrade("OID1", price=10_000)])  # fmt: skip
+    recorded = fill_row("E-1", LOT, 10_000, f"F-E-1-{LOT}")
+    result = run([tracker("P1", status="pending", qty=LOT)], [o], broker, fills=[recorded])
+    (action,) = result.actions
+    assert [type(c).__name__ for c in action.changes] == ["MoveOrder", "ActivateTracker"]
+    assert action.changes[1] == ActivateTracker(position_id="P1", entry_price_paise=10_000, quantity=LOT,
+                                                entry_tick_id=recorded.tick_id, ts_entry=recorded.ts_event)
+    assert [type(m).__name__ for _, m in events(result)] == ["OrderCancelled", "PositionOpened"]
+    assert "its fills of 65 are in the books already" in action.reason and result.ok
+
+    # once settled, the order is final in the books and the broker agrees: nothing at all
+    settled = msgspec.structs.replace(o, status="cancelled")
+    opened = tracker("P1", qty=LOT, entry=10_000)
+    again = run([opened], [], broker, orders=[settled], fills=[recorded])
+    assert again.actions == [] and again.differences == [] and again.ok
+
+
+def test_books_holding_more_fills_than_the_broker_traded_are_left_for_a_human():
+    o = filled(order("E-1", status="part_traded", qty=2 * LOT), 2 * LOT, 10_000)
+    broker = reports([bpos(LOT)], [border("OID1", "E-1", status="CANCELLED", qty=2 * LOT, filled=LOT, avg=10_000)],
+                     [btrade("OID1", price=10_000)])  # fmt: skip
+    result = run([tracker("P1", status="pending", qty=2 * LOT)], [o], broker,
+                 fills=[fill_row("E-1", LOT, 10_000, "F-E-1-65"), fill_row("E-1", LOT, 10_000, "F-E-1-130")])
+    assert result.actions == [] and not result.ok
+    (diff,) = result.differences
+    assert diff.kind == "order_final_at_broker" and not diff.resolved
+    assert "more than the broker's traded 65" in diff.detail
+
+
+def test_exit_completed_after_a_recorded_partial_closes_over_all_the_position_fills():
+    # Entry 130 @ 100.00 settled; the exit sold 65 @ 110.00 (recorded, the tracker down to the
+    # 65 still open), then the executor died and the rest sold at the broker.
+    entry = filled(order("E-1", status="traded", qty=2 * LOT), 2 * LOT, 10_000)
+    exit_order = filled(order("X-1", kind="exit", status="part_traded", qty=2 * LOT,
+                              broker_order_id="OID2", reason="stop_loss: -3.10%"), LOT, 11_000)
+    broker = reports(
+        [bpos(0, buy=2 * LOT, sell=2 * LOT, sell_avg=11_050)],
+        [border("OID1", "E-1", qty=2 * LOT, avg=10_000),
+         border("OID2", "X-1", side="SELL", qty=2 * LOT, avg=11_050)],
+        [btrade("OID1", "T1", qty=2 * LOT, price=10_000),
+         btrade("OID2", "T2", side="SELL", price=11_000), btrade("OID2", "T3", side="SELL", price=11_100)])  # fmt: skip
+    result = run([tracker("P1", qty=LOT, entry=10_000)], [exit_order], broker, orders=[entry, exit_order],
+                 fills=[fill_row("E-1", 2 * LOT, 10_000), fill_row("X-1", LOT, 11_000, "F-X-1-65")])
+    (action,) = result.actions  # no "closed outside" on top
+    move, fill, close = action.changes
+    assert isinstance(move, MoveOrder) and (move.status, move.filled_qty) == ("traded", 2 * LOT)
+    assert isinstance(fill, RecordFill)
+    assert (fill.fill_id, fill.quantity, fill.price_paise) == ("F-X-1-130", LOT, 11_100)
+    assert isinstance(close, CloseTracker)
+    assert (close.quantity, close.exit_price_paise, close.reason) == (2 * LOT, 11_050, "stop_loss: -3.10%")
+    assert close.pnl_paise == LOT * 11_000 + LOT * 11_100 - 2 * LOT * 10_000
+    (_, f), (_, closed) = events(result)
+    assert isinstance(f, OrderFilled) and f.msg_id == make_msg_id("fill", "X-1", 2 * LOT)
+    assert isinstance(closed, PositionClosed) and closed.msg_id == make_msg_id("close", "P1")
+    assert (closed.quantity, closed.pnl_paise) == (2 * LOT, close.pnl_paise) and result.ok
+
+
+# ----------------------------------------------------------------------------- slices
+
+
+def test_sliced_entry_settles_each_slice_and_opens_the_position_once_on_all_their_fills():
+    s1 = sliced(order("E-1-1", qty=2 * LOT, broker_order_id="OID1"), "E-1", 1)
+    s2 = sliced(order("E-1-2", qty=LOT, broker_order_id="OID2"), "E-1", 2)
+    broker = reports([bpos(3 * LOT, buy_avg=10_100)],
+                     [border("OID1", "E-1-1", qty=2 * LOT, avg=10_000),
+                      border("OID2", "E-1-2", qty=LOT, avg=10_300)],
+                     [btrade("OID1", "T1", qty=2 * LOT, price=10_000),
+                      btrade("OID2", "T2", price=10_300)])  # fmt: skip
+    result = run([tracker("P1", status="pending", qty=3 * LOT)], [s1, s2], broker, orders=[s1, s2])
+    (action,) = result.actions  # one intent, one transaction; no adoption of the broker's 195
+    assert action.kind == "settle_order" and action.correlation_id == "E-1"
+    kinds = [type(c).__name__ for c in action.changes]
+    assert kinds == ["MoveOrder", "RecordFill", "MoveOrder", "RecordFill", "ActivateTracker"]
+    fills = [c for c in action.changes if isinstance(c, RecordFill)]
+    assert [(f.fill_id, f.quantity, f.price_paise) for f in fills] == [
+        ("F-E-1-1", 2 * LOT, 10_000), ("F-E-1-2", LOT, 10_300)]
+    assert action.changes[-1] == ActivateTracker(position_id="P1", entry_price_paise=10_100,
+                                                 quantity=3 * LOT, entry_tick_id=TICK,
+                                                 ts_entry=ist_to_ns(DAY, "09:58"))
+    msgs = [m for _, m in events(result)]
+    assert [type(m).__name__ for m in msgs] == ["OrderFilled", "OrderFilled", "PositionOpened"]
+    assert [m.parent_correlation_id for m in msgs[:2]] == ["E-1", "E-1"]  # type: ignore[union-attr]
+    assert [m.msg_id for m in msgs[:2]] == [make_msg_id("fill", "E-1-1"), make_msg_id("fill", "E-1-2")]
+    assert msgs[2].quantity == 3 * LOT  # type: ignore[union-attr]
+    assert [d.kind for d in result.differences] == ["order_final_at_broker"] * 2 and result.ok
+
+
+def test_last_slice_settled_by_sync_opens_the_position_with_the_slices_the_executor_recorded():
+    s1 = filled(sliced(order("E-1-1", status="traded", qty=2 * LOT), "E-1", 1), 2 * LOT, 10_000)
+    s2 = sliced(order("E-1-2", qty=LOT, broker_order_id="OID2"), "E-1", 2)
+    broker = reports([bpos(3 * LOT, buy_avg=10_100)],
+                     [border("OID1", "E-1-1", qty=2 * LOT, avg=10_000),
+                      border("OID2", "E-1-2", qty=LOT, avg=10_300)],
+                     [btrade("OID1", "T1", qty=2 * LOT, price=10_000),
+                      btrade("OID2", "T2", price=10_300)])  # fmt: skip
+    result = run([tracker("P1", status="pending", qty=2 * LOT)], [s2], broker, orders=[s1, s2],
+                 fills=[fill_row("E-1-1", 2 * LOT, 10_000)])
+    (action,) = result.actions
+    assert [type(c).__name__ for c in action.changes] == ["MoveOrder", "RecordFill", "ActivateTracker"]
+    activate = action.changes[-1]
+    assert isinstance(activate, ActivateTracker)
+    assert (activate.quantity, activate.entry_price_paise) == (3 * LOT, 10_100) and result.ok
+
+
+def test_slice_final_while_its_sibling_is_open_only_follows_the_quantity_filled():
+    s1 = sliced(order("E-1-1", qty=2 * LOT, broker_order_id="OID1"), "E-1", 1)
+    s2 = sliced(order("E-1-2", qty=LOT, broker_order_id="OID2", age_s=5), "E-1", 2)
+    broker = reports([bpos(2 * LOT)],
+                     [border("OID1", "E-1-1", qty=2 * LOT, avg=10_000),
+                      border("OID2", "E-1-2", status="PENDING", qty=LOT)],
+                     [btrade("OID1", "T1", qty=2 * LOT, price=10_000)])  # fmt: skip
+    result = run([tracker("P1", status="pending", qty=3 * LOT)], [s1, s2], broker, orders=[s1, s2])
+    (action,) = result.actions  # the broker's 130 is neither adopted nor opened yet
+    assert [type(c).__name__ for c in action.changes] == ["MoveOrder", "RecordFill", "SetQuantity"]
+    assert action.changes[-1] == SetQuantity(position_id="P1", from_quantity=3 * LOT, quantity=2 * LOT)
+    assert [type(m).__name__ for _, m in events(result)] == ["OrderFilled"]
+    assert "intent E-1 waits for E-1-2" in action.reason and result.ok
+
+
+def test_sliced_exit_with_a_cancelled_slice_reduces_the_position_and_reports_under_the_intent():
+    x1 = sliced(order("X-1-1", kind="exit", qty=2 * LOT, broker_order_id="OID2"), "X-1", 1)
+    x2 = sliced(order("X-1-2", kind="exit", qty=LOT, broker_order_id="OID3"), "X-1", 2)
+    broker = reports([bpos(LOT, buy=3 * LOT, sell=2 * LOT, sell_avg=11_000)],
+                     [border("OID1", "E-1", qty=3 * LOT, avg=10_000),
+                      border("OID2", "X-1-1", side="SELL", qty=2 * LOT, avg=11_000),
+                      border("OID3", "X-1-2", status="CANCELLED", side="SELL", qty=LOT, reason="IOC")],
+                     [btrade("OID1", "T1", qty=3 * LOT, price=10_000),
+                      btrade("OID2", "T2", side="SELL", qty=2 * LOT, price=11_000)])  # fmt: skip
+    result = run([tracker("P1", qty=3 * LOT)], [x1, x2], broker, orders=[x1, x2])
+    (action,) = result.actions
+    assert action.changes[-1] == SetQuantity(position_id="P1", from_quantity=3 * LOT, quantity=LOT)
+    msgs = [m for _, m in events(result)]
+    assert [type(m).__name__ for m in msgs] == ["OrderFilled", "OrderCancelled", "PositionAdjusted", "OrderCancelled"]
+    assert msgs[1].msg_id == make_msg_id("cxl", "X-1-2") and msgs[1].parent_correlation_id == "X-1"  # type: ignore[union-attr]
+    assert msgs[2].msg_id == make_msg_id("adj", "P1", "X-1", LOT)
+    summary = msgs[3]
+    assert isinstance(summary, OrderCancelled) and summary.msg_id == make_msg_id("cxl", "X-1")
+    assert summary.reason.startswith("130 of 195 filled over 2 slices: slice 1 traded; slice 2 cancelled")
+    assert result.ok
 
 
 # ----------------------------------------------------------------------------- never flat
