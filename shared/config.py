@@ -407,11 +407,11 @@ def _check_semantics(cfg: AlgoConfig, source: str) -> None:
     for ix_key in cfg.risk.daily_loss_limit_pct_by_index:
         if ix_key not in keys:
             raise ConfigError(f"{source}: $.risk.daily_loss_limit_pct_by_index.{ix_key}: unknown index")
-    known = sorted(_default_freeze_qty())
+    known_indices = ", ".join(sorted(_default_freeze_qty()))
     for ix_key in cfg.executor.default_freeze_qty:
-        if ix_key not in known:
+        if ix_key not in _default_freeze_qty():
             raise ConfigError(f"{source}: $.executor.default_freeze_qty.{ix_key}: unknown index "
-                              f"(known: {', '.join(known)})")
+                              f"(known: {known_indices})")
     from shared.keys import LOGICAL_STREAMS
 
     for stream in cfg.streams.maxlen:
