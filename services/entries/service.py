@@ -31,7 +31,7 @@ import msgspec
 from services.entries.brokerchain import BrokerChainFeed
 from services.entries.core import EntriesCore, EntryContext
 from shared import gates, streamids, wire
-from shared.bus import Batch, Commit, Entry, dead_letter
+from shared.bus import Batch, Commit, Entry, dead_letter, group_state
 from shared.clock import ist_day
 from shared.dhan.rest import DhanRest
 from shared.dhan.retry import RetryPolicy
@@ -44,6 +44,8 @@ from shared.types import rupees_to_paise
 
 log = logging.getLogger("entries")
 CHUNK = 5000
+IDLE_CHUNKS = 4
+"""Ticks read ahead per idle call, in CHUNKs: bounded so a signal arriving meanwhile waits little."""
 
 
 class _Checkpoint(msgspec.Struct):
@@ -91,12 +93,19 @@ class EntriesService(Service):
 
     # -- as-of reads -------------------------------------------------------------------------
 
-    async def _advance_ticks(self, upto: str, commit: Commit, signal: Signal) -> None:
-        """Feed the core every tick after the cursor up to and including ``upto``."""
+    async def _advance_ticks(self, upto: str, commit: Commit, *, exclusive: bool = False,
+                             max_chunks: int | None = None) -> None:
+        """Feed the core every tick after the cursor up to ``upto`` (included unless
+        ``exclusive``), at most ``max_chunks`` reads of ``CHUNK`` ticks when given."""
         assert self.core is not None
         key = self.ctx.keys.stream("ticks")
+        hi = f"({upto}" if exclusive else upto
+        chunks = 0
         while streamids.less(self.tick_cursor, upto):
-            rows = await self.ctx.redis.xrange(key, min=f"({self.tick_cursor}", max=upto, count=CHUNK)
+            if max_chunks is not None and chunks >= max_chunks:
+                break
+            chunks += 1
+            rows = await self.ctx.redis.xrange(key, min=f"({self.tick_cursor}", max=hi, count=CHUNK)
             if not rows:
                 break
             for eid, raw in rows:
@@ -108,6 +117,35 @@ class EntriesService(Service):
                 self.tick_cursor = eid.decode()
             if len(rows) < CHUNK:
                 break
+
+    async def idle(self) -> None:
+        """Between signals, read the ticks ahead, so a signal finds the chain view nearly current
+        (and the chain window follows spot between signals, not only at them).
+
+        Only ticks before the signals frontier F, and only when every signal is decided (the
+        group has nothing undelivered or pending, checked after F is read): the signals service
+        publishes a signal and moves F in one commit, so any signal still to come has a tick at
+        or after F, and no decision ever sees a tick after its signal's. The cursor, the core
+        and any feed-control requests are committed together."""
+        if self.core is None or self.heap:
+            return
+        r, k = self.ctx.redis, self.ctx.keys
+        upto = await gates.signals_frontier(r, k)
+        if not streamids.less(self.tick_cursor, upto):
+            return
+        if await group_state(r, k.stream("signals"), self.name) != (0, 0):
+            return
+        c = Commit()
+        before = self.tick_cursor
+        await self._advance_ticks(upto, c, exclusive=True, max_chunks=IDLE_CHUNKS)
+        if self.tick_cursor != before:
+            self._checkpoint(c)
+            await self.ctx.bus.commit(self.name, c)
+
+    def _checkpoint(self, c: Commit) -> None:
+        assert self.core is not None
+        c.sets[self.ctx.keys.checkpoint(self.name)] = msgspec.msgpack.encode(_Checkpoint(
+            core=self.core.snapshot(), tick_cursor=self.tick_cursor, closed_seen=sorted(self.closed_seen)))
 
     def _feed_control(self, change: Any, tick: Tick, commit: Commit) -> None:
         now = self.ctx.clock.now_ns()
@@ -246,7 +284,7 @@ class EntriesService(Service):
         m = e.msg
         if isinstance(m, Signal):
             await self._wait_upstream(m)
-            await self._advance_ticks(m.tick_id, c, m)
+            await self._advance_ticks(m.tick_id, c)
             view = self.core.chain(m.index)
             if self.chain_feed is not None and view is not None:
                 await self.chain_feed.refresh(view, m)
@@ -263,8 +301,7 @@ class EntriesService(Service):
                 c.emit("orders.requests", it)
                 self.intents += 1
         c.ack(e.stream, e.entry_id)
-        c.sets[self.ctx.keys.checkpoint(self.name)] = msgspec.msgpack.encode(_Checkpoint(
-            core=self.core.snapshot(), tick_cursor=self.tick_cursor, closed_seen=sorted(self.closed_seen)))
+        self._checkpoint(c)
         await self.ctx.bus.commit(self.name, c)
 
     def info(self) -> dict[str, Any]:
