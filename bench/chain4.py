@@ -15,13 +15,16 @@ go through first and are not counted.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latency import percentile  # noqa: E402
 
 HOPS = 4
 WARMUP = 50
@@ -51,12 +54,6 @@ def relay(redis_url: str, src: str, dst: str) -> int:
             if stop:
                 r.close()
                 return 0
-
-
-def _percentile(sorted_vals: list[int], q: float) -> float:
-    """Nearest-rank percentile of a sorted list."""
-    k = max(0, min(len(sorted_vals) - 1, math.ceil(q / 100 * len(sorted_vals)) - 1))
-    return float(sorted_vals[k])
 
 
 def run_chain(
@@ -138,8 +135,8 @@ def run_chain(
         r.close()
     lat = sorted(got[i] - sent[i] for i in range(WARMUP, total))
     return {
-        "p50_us": _percentile(lat, 50) / 1000,
-        "p99_us": _percentile(lat, 99) / 1000,
+        "p50_us": percentile(lat, 50) / 1000,
+        "p99_us": percentile(lat, 99) / 1000,
         "max_us": lat[-1] / 1000,
         "mean_us": statistics.mean(lat) / 1000,
         "messages": float(messages),

@@ -1,7 +1,8 @@
 """The one benchmark command: every figure beside a floor measured in the same run; writes the report.
 
-    .venv/bin/python bench/run.py --out BENCHMARKS.md                 # full: ~10 minutes
-    .venv/bin/python bench/run.py --quick --out /tmp/x.md             # smoke: well under 2 minutes
+    .venv/bin/python bench/run.py --out BENCHMARKS.md                 # full: ~30 minutes
+    .venv/bin/python bench/run.py --quick --out /tmp/x.md             # smoke: ~5 minutes
+    .venv/bin/python bench/run.py --quick --no-t2o --out /tmp/x.md    # smoke without the live runs: < 2
     .venv/bin/python bench/run.py --out BENCHMARKS.md --hiredis-dir /tmp/hiredis_pkg
         # also a what-if replay with hiredis importable (pip install --target /tmp/hiredis_pkg hiredis)
     .venv/bin/python bench/run.py --render /tmp/raw.pickle --out BENCHMARKS.md
@@ -13,7 +14,10 @@ What one run measures, in this order (pairs alternate so noise hits both sides a
    XREADGROUP+XACK pass (``bench/floor.py``), then one full-speed ``scalper replay`` of the sample
    session through all six services and the recorder (``bench/replay_throughput.py``), with the
    peak RSS and CPU seconds of each program sampled during it (``bench/memory.py``);
-2. the four-process relay chain latency (``bench/chain4.py``);
+2. the four-process relay chain latency (``bench/chain4.py``), each run followed by one live run
+   of the pipeline against the DhanHQ simulator at a steady 2,000 ticks/s measuring tick-to-order
+   latency (``bench/bench_tick_to_order.py``; ``--no-t2o`` leaves it out), and one more pair at a
+   lower rate for reference;
 3. Full-packet decoding beside ``struct.unpack_from`` alone, and the scrip master import beside
    a raw CSV read and a plain COPY (``bench/components.py``);
 4. the memory floor (bare interpreter, interpreter + the services' imports) and, when the memory
@@ -77,6 +81,10 @@ class Plan:
         )
         self.import_runs, self.import_rows = (2, 50_000) if quick else (5, 250_000)
         self.mem_floor_runs = 1 if quick else 3
+        # tick-to-order: runs at the target rate over 09:15-10:30 of the dense day, then one at a
+        # lower rate over 09:15-09:30 for reference (not in quick)
+        self.t2o_runs, self.t2o_rate = (1 if quick else 3), 2000.0
+        self.t2o_reference_rate = 0.0 if quick else 250.0
 
 
 # --------------------------------------------------------------------------- measuring
@@ -124,13 +132,29 @@ def measure(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
         )
     res.update(xadd_sync=xs, xadd_async=xa, xread=xr, replay=rep, replay_pairs=pairs, replays=runs)
 
-    # 2. chain latency.
-    log("four-process relay chain")
-    payload = chain4.tick_payload()
-    res["chain"] = [
-        chain4.run_chain(env.redis_url, throwaway(), plan.chain_messages, plan.chain_rate, payload)
-        for _ in range(plan.chain_runs)
-    ]
+    # 2. chain latency, each run followed by a tick-to-order run (pairs).
+    res["t2o"] = None
+    if args.no_t2o:
+        log("four-process relay chain")
+        payload = chain4.tick_payload()
+        res["chain"] = [
+            chain4.run_chain(
+                env.redis_url, throwaway(), plan.chain_messages, plan.chain_rate, payload
+            )
+            for _ in range(plan.chain_runs)
+        ]
+    else:
+        import bench_tick_to_order
+
+        log(
+            f"four-process relay chain, each run followed by a live tick-to-order run at {plan.t2o_rate:g}/s"
+        )
+        res["t2o"] = bench_tick_to_order.measure(
+            plan.t2o_runs, plan.t2o_rate,
+            chain_messages=plan.chain_messages, chain_rate=plan.chain_rate,
+            reference_rate=plan.t2o_reference_rate, log=log,
+        )  # fmt: skip
+        res["chain"] = res["t2o"]["chains"]
 
     # 3. decode and scrip import.
     log("decoding Full packets")
@@ -250,6 +274,8 @@ def _owner_label(name: str) -> str:
 
 
 def report(res: dict[str, Any], command: str, started: datetime, duration_s: float) -> str:
+    import t2o_report
+
     plan: Plan = res["plan"]
     runs = res["replays"]
     xs: Figure = res["xadd_sync"]
@@ -335,10 +361,8 @@ def report(res: dict[str, Any], command: str, started: datetime, duration_s: flo
         f"p99 {_med([c['p99_us'] for c in chain]):,.0f} µs ({_runs(len(chain))}) | (this is a floor) | | "
         "— (the floor for tick-to-order latency) | |"
     )
-    a(
-        "| tick-to-order latency, live mode against the DhanHQ simulator | **not yet measured** "
-        "| relay chain above | | | see below |"
-    )
+    t2o = res.get("t2o")
+    a(t2o_report.summary_row(t2o["runs"], t2o["chains"]) if t2o else t2o_report.summary_row([], []))
     a("")
     a(
         f"Noise-robust companion to the replay ratio: the seven programs spend a median "
@@ -549,30 +573,16 @@ def report(res: dict[str, Any], command: str, started: datetime, duration_s: flo
     a("")
 
     # ---- tick to order
-    a("## Tick-to-order latency (live mode, DhanHQ simulator) — not yet measured")
-    a("")
-    a(
-        "Not measured, deliberately, rather than estimated: the issue makes it a later step. What "
-        "exists: the pipeline stamps `ts_origin` (wall time at which the feed built the originating "
-        "tick) onto the Signal and the OrderIntent, the executor records `tick_to_order_<kind>` "
-        "(`ts_origin` to the broker call) in its latency histogram "
-        "(`scalper:{<ns>}:metrics:executor`, buckets 1, 2, 5, 10, 25 … 5000 ms), and "
-        "`scalper simrun` runs the live path against `dhansim`. Why no number yet: (a) the histogram "
-        "starts at the feed's Tick, so the simulator's WebSocket send, the frame's transit and its "
-        "decoding are outside it — the measurement wanted starts at the simulator's send and ends "
-        "at its REST endpoint receiving the order, which needs the simulator to log both times and "
-        "the join key (the order's correlation id derives from the intent's `msg_id`, which derives "
-        "from the `tick_id`); (b) its buckets are coarser than the floor it is to be compared with "
-        "(below 5 ms it only says 1, 2 or 5 ms); (c) the sample day yields "
-        f"{runs[0].trades} trades{' (in the shortened --quick window)' if plan.quick else ''}, "
-        "too few for a p99 — the harness needs a session or a signal configuration that orders "
-        "often, at real-time speed (at `--speed max` the histogram measures the replay's backlog, "
-        "not latency, so the replays above say nothing about it). Until then the relay-chain floor "
-        f"(p50 {_med([c['p50_us'] for c in chain]):,.0f} µs, p99 "
-        f"{_med([c['p99_us'] for c in chain]):,.0f} µs for four hops) is what the four-stage path "
-        "feed → signals → entries → executor will be compared against."
-    )
-    a("")
+    if t2o:
+        L.extend(
+            t2o_report.section(
+                t2o["runs"], t2o["chains"], command, t2o["reference"], t2o["reference_chains"]
+            )
+        )
+    else:
+        L.extend(t2o_report.section([], [], command))
+        a("(`--no-t2o`: run `bench/bench_tick_to_order.py` for it.)")
+        a("")
 
     # ---- where the time goes
     a("## Where the time goes")
@@ -856,7 +866,7 @@ def _analysis(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--quick", action="store_true", help="fewer runs, shorter inputs (smoke, < 2 min)"
+        "--quick", action="store_true", help="fewer runs, shorter inputs (smoke, ~5 min)"
     )
     p.add_argument("--out", default="BENCHMARKS.md", help="report path (default BENCHMARKS.md)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy replay")
@@ -864,6 +874,9 @@ def main(argv: list[str] | None = None) -> int:
         "--profile-dir", default="/tmp/scalper-bench-profile", help="where py-spy's raw stacks go"
     )
     p.add_argument("--hiredis-dir", help="also a what-if replay with hiredis importable from DIR")
+    p.add_argument(
+        "--no-t2o", action="store_true", help="skip the live tick-to-order runs (~20 minutes)"
+    )
     p.add_argument("--save-raw", metavar="PATH", help="also pickle the measurements to PATH")
     p.add_argument(
         "--render",

@@ -16,6 +16,16 @@ Speeds:
   waits until every connection has sent its packets and answered a ping (the pong proves the
   client's WebSocket library has read everything before it — kernel buffers alone would let
   the clock run thousands of packets ahead). With no subscribed consumer the clock stands still;
+- ``R/s`` (e.g. ``"2000/s"``, a :class:`TicksPerSecond`) — a steady load rather than a speed:
+  the ticks some feed connection is subscribed to are released at R per wall second, evenly
+  spaced (the k-th at ``start + k / R``), whatever their timestamps; ticks nobody subscribed to
+  are released on the way, unpaced. The pace starts when the first consumer subscribes and
+  starts again after every change of speed, ``advance`` or spell without subscribers. It does
+  not wait for slow consumers (a load generator, not a replay), and when the simulator itself
+  falls more than ``PACE_MAX_DEBT_S`` behind it drops the debt (the pace starts again from
+  now) rather than catch up in a burst. Its progress — how far releases fell behind, the
+  restarts (the latest with its wall time), the feed's queue — is logged every
+  ``PACE_LOG_INTERVAL_S``, and each start with its wall time;
 - ``0`` (paused) — only :meth:`SessionClock.advance` (``POST /__sim/advance``) moves it.
 
 Simulated "now" is the continuous N× time in timed mode (clamped to the last tick once the
@@ -40,6 +50,10 @@ SPEED_PAUSED = 0.0
 MAX_BATCH_TICKS = 256
 """In ``max`` mode, ticks released between two checks of the consumers' backlog."""
 MAX_IDLE_WAIT_S = 0.5
+PACE_LOG_INTERVAL_S = 5.0
+"""``R/s`` pace: how often the pace's progress is logged."""
+PACE_MAX_DEBT_S = 0.1
+"""``R/s`` pace: how far behind its schedule the release may fall before the pace restarts."""
 
 
 class Backpressure(Protocol):
@@ -61,15 +75,46 @@ class Backpressure(Protocol):
         """Return once every connection has sent its packets and the client read them."""
         ...
 
+    def wanted(self, i: int) -> bool:
+        """True when tick ``i`` would be sent on at least one connection (``R/s`` pace)."""
+        ...
+
+    def queued(self) -> int:
+        """Packets queued on every connection and not yet sent (``R/s`` pace, logged)."""
+        ...
+
+
+class TicksPerSecond(float):
+    """A pace, not a speed: release the subscribed ticks at this many per wall second."""
+
+
+def pace_due(elapsed_s: float, rate_per_s: float) -> int:
+    """How many paced ticks are due ``elapsed_s`` after the pace started: the k-th (k = 0, 1, …)
+    is due at ``k / rate_per_s``, so one at 0 s and ``floor(elapsed_s * rate_per_s) + 1`` after."""
+    if elapsed_s < 0:
+        return 0
+    # The epsilon keeps an exact multiple (0.5 ms at 2000/s) from flooring to one less.
+    return math.floor(elapsed_s * rate_per_s + 1e-9) + 1
+
 
 def parse_speed(text: str | float | int) -> float:
-    """``"max"`` → inf, ``"paused"``/0 → 0, otherwise a positive multiple of real time."""
+    """``"max"`` → inf, ``"paused"``/0 → 0, ``"R/s"`` → a :class:`TicksPerSecond` pace,
+    otherwise a positive multiple of real time."""
+    if isinstance(text, TicksPerSecond):
+        return text
     if isinstance(text, str):
         lowered = text.strip().lower()
         if lowered == "max":
             return SPEED_MAX
         if lowered in ("paused", "pause"):
             return SPEED_PAUSED
+        if lowered.endswith("/s"):
+            rate = float(lowered[:-2])
+            if not (math.isfinite(rate) and rate > 0):
+                raise ValueError(
+                    f"a pace must be a finite number > 0 of ticks per second: {text!r}"
+                )
+            return TicksPerSecond(rate)
         text = float(lowered)
     speed = float(text)
     if math.isnan(speed) or speed < 0:
@@ -78,6 +123,8 @@ def parse_speed(text: str | float | int) -> float:
 
 
 def speed_label(speed: float) -> str | float:
+    if isinstance(speed, TicksPerSecond):
+        return f"{float(speed):g}/s"
     if speed == SPEED_MAX:
         return "max"
     if speed == SPEED_PAUSED:
@@ -109,6 +156,11 @@ class SessionClock:
         self._wake = asyncio.Event()
         self.backpressure: Backpressure | None = None
         self._stopped = False
+        self._pace_start_s: float | None = None
+        """``R/s`` pace: wall time the pace (re)started; None until a consumer subscribes."""
+        self._paced = 0
+        """``R/s`` pace: subscribed ticks released since the pace started."""
+        self._pace_log = _PaceLog()
 
     # -------------------------------------------------------------------- reading
 
@@ -132,7 +184,10 @@ class SessionClock:
         return last
 
     def _timed(self) -> bool:
-        return 0 < self._speed < SPEED_MAX
+        return 0 < self._speed < SPEED_MAX and not self._is_paced()
+
+    def _is_paced(self) -> bool:
+        return isinstance(self._speed, TicksPerSecond)
 
     # -------------------------------------------------------------------- moving
 
@@ -153,9 +208,12 @@ class SessionClock:
         return self.cursor - start
 
     def sync(self) -> None:
-        """In timed mode, release the ticks whose time has come (called before each request)."""
+        """In timed mode, release the ticks whose time has come; under a pace, the ticks due by
+        now (called before each request)."""
         if self._timed():
             self.release_until(self.now_ns())
+        elif self._is_paced():
+            self._release_paced_due()
 
     def advance(
         self, *, ticks: int | None = None, seconds: float | None = None, until_ns: int | None = None
@@ -190,6 +248,7 @@ class SessionClock:
     def _reanchor(self, sim_ns: int) -> None:
         self._anchor_sim_ns = sim_ns
         self._anchor_wall_s = self._wall_s()
+        self._pace_start_s = None
 
     def stop(self) -> None:
         """End :meth:`run` at its next wake-up."""
@@ -209,6 +268,8 @@ class SessionClock:
                 await self._sleep(None)
             elif self._speed == SPEED_MAX:
                 await self._run_max_step()
+            elif self._is_paced():
+                await self._run_paced_step()
             else:
                 self.sync()
                 if self.finished:
@@ -230,6 +291,44 @@ class SessionClock:
             released += 1
         await asyncio.sleep(0)  # let REST requests and sockets run between batches
 
+    def _release_paced_due(self) -> None:
+        """Release the paced ticks due by now, and the unsubscribed ticks before them."""
+        if self._pace_start_s is None:
+            return
+        now_s = self._wall_s()
+        rate = float(self._speed)
+        due = pace_due(now_s - self._pace_start_s, rate)
+        if due - self._paced > rate * PACE_MAX_DEBT_S:  # fell behind: no burst, start again
+            self._pace_start_s = now_s - self._paced / rate
+            due = self._paced + 1
+            self._pace_log.restarted(self._paced)
+        bp = self.backpressure
+        while self._paced < due and not self.finished:
+            wanted = bp is None or bp.wanted(self.cursor)
+            if wanted:
+                # How late this release is against its schedule (logged, see _PaceLog).
+                self._pace_log.late(now_s - (self._pace_start_s + self._paced / rate))
+                self._paced += 1
+            else:
+                self._pace_log.unpaced += 1
+            self._release_one()
+
+    async def _run_paced_step(self) -> None:
+        bp = self.backpressure
+        if bp is not None and not bp.active():
+            self._pace_start_s = None  # the pace (re)starts with the next subscriber
+            await self._sleep(None)
+            return
+        rate = float(self._speed)
+        if self._pace_start_s is None:
+            self._pace_start_s = self._wall_s()
+            self._paced = 0
+            self._pace_log.start(self.cursor, rate, self._pace_start_s)
+        self._release_paced_due()
+        self._pace_log.maybe_log(self._paced, bp.queued() if bp is not None else 0, self._wall_s())
+        next_due_s = self._pace_start_s + self._paced / rate
+        await self._sleep(max(0.0, next_due_s - self._wall_s()))
+
     async def _sleep(self, timeout_s: float | None) -> None:
         cap = MAX_IDLE_WAIT_S if timeout_s is None else min(timeout_s, MAX_IDLE_WAIT_S)
         self._wake.clear()
@@ -240,6 +339,48 @@ class SessionClock:
                 await self._wake.wait()
         except TimeoutError:
             pass
+
+
+class _PaceLog:
+    """Progress of an ``R/s`` pace, logged every ``PACE_LOG_INTERVAL_S`` of wall time."""
+
+    def __init__(self) -> None:
+        self.unpaced = 0
+        self._late_max_s = 0.0
+        self._last_s = 0.0
+        self._last_paced = 0
+        self._restarts = 0
+        self._last_restart = (0, 0)  # (paced tick, wall UTC ns) of the latest restart
+
+    def start(self, cursor: int, rate_per_s: float, now_s: float) -> None:
+        self.unpaced, self._late_max_s, self._restarts = 0, 0.0, 0
+        self._last_s, self._last_paced = now_s, 0
+        log.info(
+            "pace started at tick %d: %g subscribed ticks per second (wall %d ns)",
+            cursor, rate_per_s, time.time_ns(),
+        )  # fmt: skip
+
+    def restarted(self, paced: int) -> None:
+        """The pace fell behind and starts again from now, at subscribed tick ``paced``."""
+        self._restarts += 1
+        self._last_restart = (paced, time.time_ns())
+
+    def late(self, behind_s: float) -> None:
+        self._late_max_s = max(self._late_max_s, behind_s)
+
+    def maybe_log(self, paced: int, queued: int, now: float) -> None:
+        if now - self._last_s < PACE_LOG_INTERVAL_S:
+            return
+        log.info(
+            "pace: %d subscribed ticks in %.1f s (%.0f/s), %d unsubscribed; releases at most "
+            "%.1f ms behind schedule; %d packets queued for the feed; %d restarts (the last at "
+            "subscribed tick %d, wall %d ns)",
+            paced - self._last_paced, now - self._last_s,
+            (paced - self._last_paced) / (now - self._last_s), self.unpaced,
+            self._late_max_s * 1000, queued, self._restarts, *self._last_restart,
+        )  # fmt: skip
+        self._last_s, self._last_paced = now, paced
+        self.unpaced, self._late_max_s, self._restarts = 0, 0.0, 0
 
 
 async def _race(awaitable: Awaitable[None], event: asyncio.Event) -> None:

@@ -333,6 +333,12 @@ class FeedHub:
     async def drained(self) -> None:
         await asyncio.gather(*(c.acknowledged() for c in list(self.conns) if c.unacked))
 
+    def wanted(self, i: int) -> bool:
+        return bool(self._by_key.get(self.market.tick_keys[i]))
+
+    def queued(self) -> int:
+        return sum(c.queue.qsize() for c in self.conns)
+
     # -------------------------------------------------------------------- faults
 
     async def disconnect_all(self, reason: int | None) -> int:

@@ -45,6 +45,17 @@ Key ``scalper:{<ns>}:metrics:<service>`` (a service running several instances wr
       }
     }
 
+Per-order stages (names starting ``tick_to_``, a few per second at most) also keep their most
+recent raw observations, because the buckets are too coarse for exact percentiles below a few
+ms. They go under an extra top-level key that readers of the histograms ignore::
+
+      "recent": {                               # stage -> [[observed_at UTC ns, ms], ...]
+        "tick_to_exit_intent": [[1796097780402000000, 3.25], ...]   # oldest first; at most
+      }                                                             # RECENT_SAMPLES per stage
+
+``observed_at - ms`` recovers the start of the measured span (e.g. the tick's ``ts_origin``) to
+within a microsecond, which is how a benchmark joins a sample to its order.
+
 Counts and sums are totals since the process started (a restart resets them, as for any
 Prometheus counter). A service keeps a :class:`LatencyHistograms`, calls ``observe(stage, ms)``
 and writes ``to_json(...)`` with ``SET key value EX <heartbeat_ttl_s>`` beside its heartbeat, so
@@ -58,6 +69,8 @@ from __future__ import annotations
 import bisect
 import math
 import re
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +81,10 @@ from shared.keys import Keys
 DEFAULT_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 STAGE_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SAMPLED_STAGE_PREFIX = "tick_to_"
+"""Stages whose recent raw observations are kept (see the module doc)."""
+RECENT_SAMPLES = 1024
+"""Raw observations kept per sampled stage (the newest)."""
 
 
 def metrics_key(keys: Keys, service: str, instance: str | None = None) -> str:
@@ -108,7 +125,25 @@ class ServiceHistograms(msgspec.Struct, kw_only=True):
     histograms: dict[str, Histogram] = msgspec.field(default_factory=dict)
 
 
+class ServiceSamples(ServiceHistograms, kw_only=True):
+    """What a service writes when it has raw samples: the histograms plus ``recent``."""
+
+    recent: dict[str, list[tuple[int, float]]] = msgspec.field(default_factory=dict)
+
+
 _decoder = msgspec.json.Decoder(ServiceHistograms)
+
+
+_samples_decoder = msgspec.json.Decoder(ServiceSamples)
+
+
+def parse_samples(raw: bytes | str) -> dict[str, list[tuple[int, float]]]:
+    """The ``recent`` raw samples of one metrics key's value (empty when it has none or is
+    unreadable): stage -> [(observed_at UTC ns, ms), ...], oldest first."""
+    try:
+        return _samples_decoder.decode(raw).recent
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {}
 
 
 def parse_histograms(raw: bytes | str) -> tuple[ServiceHistograms | None, int]:
@@ -134,26 +169,43 @@ def parse_histograms(raw: bytes | str) -> tuple[ServiceHistograms | None, int]:
 
 
 class LatencyHistograms:
-    """What a service keeps: per-stage histograms in ms, serialised in the format above."""
+    """What a service keeps: per-stage histograms in ms, serialised in the format above, and the
+    newest ``recent_samples`` raw observations of the stages named ``sampled_prefix``*."""
 
-    def __init__(self, buckets_ms: Sequence[float] = DEFAULT_BUCKETS_MS) -> None:
+    def __init__(self, buckets_ms: Sequence[float] = DEFAULT_BUCKETS_MS, *,
+                 sampled_prefix: str = SAMPLED_STAGE_PREFIX,
+                 recent_samples: int = RECENT_SAMPLES) -> None:
         self.buckets_ms = [float(b) for b in buckets_ms]
         self._h: dict[str, Histogram] = {}
+        self._sampled_prefix = sampled_prefix
+        self._recent_samples = recent_samples
+        self._recent: dict[str, deque[tuple[int, float]]] = {}
 
-    def observe(self, stage: str, ms: float) -> None:
+    def observe(self, stage: str, ms: float, observed_at_ns: int | None = None) -> None:
+        """Count one observation of ``ms``; ``observed_at_ns`` (UTC ns, default now) stamps the
+        raw sample of a sampled stage."""
         h = self._h.get(stage)
         if h is None:  # the stage name is checked once, when its histogram is created
             if not STAGE_RE.match(stage):
                 raise ValueError(f"stage name {stage!r}: expected [a-z0-9_]+")
             h = self._h[stage] = Histogram(buckets_ms=list(self.buckets_ms),
                                            counts=[0] * (len(self.buckets_ms) + 1))
+            if self._recent_samples > 0 and stage.startswith(self._sampled_prefix):
+                self._recent[stage] = deque(maxlen=self._recent_samples)
         h.counts[bisect.bisect_left(self.buckets_ms, ms)] += 1  # first bucket with ms <= bound
         h.count += 1
         h.sum_ms += ms
+        recent = self._recent.get(stage)
+        if recent is not None:
+            recent.append((time.time_ns() if observed_at_ns is None else observed_at_ns, ms))
 
     def to_json(self, service: str, ts_ns: int, instance: str = "") -> bytes:
-        return msgspec.json.encode(
-            ServiceHistograms(service=service, ts=ts_ns, instance=instance, histograms=self._h))
+        if not self._recent:
+            return msgspec.json.encode(
+                ServiceHistograms(service=service, ts=ts_ns, instance=instance, histograms=self._h))
+        return msgspec.json.encode(ServiceSamples(
+            service=service, ts=ts_ns, instance=instance, histograms=self._h,
+            recent={stage: list(d) for stage, d in self._recent.items()}))
 
 
 # --------------------------------------------------------------------------- exposition
