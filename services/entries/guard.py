@@ -296,9 +296,11 @@ def _loss_refusal(loss_paise: int, base_paise: int, pct: Fraction, where: str) -
 def _cooldown(
     rule: str, key: str, ts_exit: int | None, ts_event: int, cooldown_s: int
 ) -> Refusal | None:
-    if ts_exit is None:
+    if ts_exit is None or cooldown_s <= 0:
         return None
-    elapsed_ns = ts_event - ts_exit
+    # An exit stamped after the signal (its fill time and the signal's tick time come from
+    # different clocks in live mode) counts as an exit at the signal: inside any cooldown.
+    elapsed_ns = max(0, ts_event - ts_exit)
     if elapsed_ns < cooldown_s * NS_PER_S:
         return Refusal(
             rule,

@@ -262,6 +262,17 @@ def test_symbol_cooldown_blocks_the_exited_contract_only():
     assert g.check_symbol_cooldown("NIFTY-X-CE", NIFTY, at("10:03")) is None
 
 
+def test_an_exit_stamped_after_the_signal_is_inside_a_cooldown_and_never_blocks_without_one():
+    g = guard()
+    g.record_exit("NIFTY-X-CE", "NIFTY", at("10:01", 18))  # the fill's clock ran ahead of the tick's
+    r = g.check_symbol_cooldown("NIFTY-X-CE", NIFTY, at("10:00"))
+    assert r.rule == "symbol_cooldown" and "exited 0s before the signal < cooldown 180s" in r.reason
+    no_cooldown = IndexConfig(key="NIFTY", security_id=13, options_segment="NSE_FNO", exchange="NSE",
+                              cooldown_s=0)
+    assert g.check_symbol_cooldown("NIFTY-X-CE", no_cooldown, at("10:00")) is None
+    assert check(g, sig(at("10:00")), ctx(), index=no_cooldown) is None
+
+
 def test_cooldown_runs_from_the_latest_exit():
     g = guard()
     g.record_exit("S", "NIFTY", at("10:05"))
