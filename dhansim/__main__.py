@@ -1,4 +1,4 @@
-"""``python -m dhansim --session PATH --instruments CSV [--speed N|max|paused] …``
+"""``python -m dhansim --session PATH --instruments CSV [--speed N|R/s|max|paused] …``
 
 Prints one JSON line ``{"event": "ready", "ports": {...}, ...}`` once every server listens,
 then JSON log lines; SIGTERM / SIGINT stop it (exit 0).
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--session", required=True, help="recorded session (Parquet)")
     p.add_argument("--instruments", required=True, help="scrip master CSV (compact or detailed)")
-    p.add_argument("--speed", default="1", help="N (× real time), 'max' or 'paused' (default 1)")
+    p.add_argument("--speed", default="1", help="N (× real time), R/s (a steady R ticks per second, e.g. 2000/s), 'max' or 'paused' (default 1)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     p.add_argument("--rest-port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--feed-port", type=int, default=0)
