@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from shared import wire
 from shared.errors import BusError, DecodeError
@@ -125,6 +125,31 @@ def connect(url: str) -> aioredis.Redis:
     return aioredis.from_url(url, decode_responses=False, health_check_interval=30)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A commit ready to send: alone (:meth:`run`) or ahead of a read in one round trip."""
+
+    bus: Bus
+    group: str
+    keys: list[str]
+    args: list[bytes]
+
+    async def run(self) -> int:
+        try:
+            return int(await self.bus._commit(keys=self.keys, args=self.args))
+        except RedisError as exc:
+            raise BusError(f"commit failed for group {self.group}: {exc}") from exc
+
+    def queue(self, pipe: Any) -> None:
+        """Add the commit to a pipeline by its sha (no script check: NOSCRIPT is handled)."""
+        pipe.evalsha(self.bus._commit.sha, len(self.keys), *self.keys, *self.args)
+
+    def failed(self, result: Any) -> None:
+        """Raise :class:`BusError` if ``result`` (the pipelined commit's reply) is an error."""
+        if isinstance(result, Exception):
+            raise BusError(f"commit failed for group {self.group}: {result}") from result
+
+
 class Bus:
     """Publishing and committing for one namespace."""
 
@@ -137,8 +162,8 @@ class Bus:
     def _maxlen(self, logical: str) -> int:
         return int(self.maxlen.get(logical, 100_000))
 
-    async def commit(self, group: str, commit: Commit) -> int:
-        """Publish outputs (idempotently), ack inputs and store sets in one atomic step."""
+    def prepare(self, group: str, commit: Commit) -> Prepared | None:
+        """The commit script's keys and arguments for ``commit``; None when it writes nothing."""
         key_index: dict[str, int] = {}
         keys: list[str] = []
 
@@ -163,14 +188,16 @@ class Bus:
         for i, (k, v) in enumerate(commit.sets.items()):
             sets.append([kidx(k), i + 2])
             argv.append(v)
-        plan = {"out": out, "ack": ack, "set": sets, "ttl": [[k, DEDUPE_TTL_S] for k in ttl_keys]}
         if not out and not ack and not sets:
-            return 0
+            return None
         # cjson decodes an empty JSON array as an object; ipairs over it is still empty.
-        try:
-            return int(await self._commit(keys=keys, args=[orjson.dumps(plan), *argv]))
-        except RedisError as exc:
-            raise BusError(f"commit failed for group {group}: {exc}") from exc
+        plan = {"out": out, "ack": ack, "set": sets, "ttl": [[k, DEDUPE_TTL_S] for k in ttl_keys]}
+        return Prepared(self, group, keys, [orjson.dumps(plan), *argv])
+
+    async def commit(self, group: str, commit: Commit) -> int:
+        """Publish outputs (idempotently), ack inputs and store sets in one atomic step."""
+        prepared = self.prepare(group, commit)
+        return 0 if prepared is None else await prepared.run()
 
     async def publish(self, logical: str, msgs: Iterable[Message], group: str = "-") -> int:
         """Publish messages idempotently (no acks)."""
@@ -236,6 +263,22 @@ class Consumer:
         self._last_claim = time.monotonic()
         self.stats = {"read": 0, "dead": 0, "claimed": 0}
 
+    def _claim_due(self) -> bool:
+        return time.monotonic() - self._last_claim > self.claim_idle_ms / 1000
+
+    async def _commit_and_read(self, after: Prepared, wanted: dict[str, str], block_ms: int | None) -> Any:
+        pipe = self.redis.pipeline(transaction=False)
+        after.queue(pipe)
+        pipe.xreadgroup(self.group, self.consumer, wanted, count=self.batch_size, block=block_ms)
+        committed, resp = await pipe.execute(raise_on_error=False)
+        if isinstance(committed, NoScriptError):  # Redis lost its scripts (restart, SCRIPT FLUSH)
+            await after.run()  # loads it; nothing read since depends on the commit
+        else:
+            after.failed(committed)
+        if isinstance(resp, Exception):
+            raise resp
+        return resp
+
     async def ensure_groups(self, start_id: str = "0") -> None:
         for s in self.inputs:
             try:
@@ -256,10 +299,21 @@ class Consumer:
             except DecodeError as exc:
                 batch.dead.append((logical, eid, _fields_to_str(fields), str(exc)))
 
-    async def read(self, block: bool = True, only: Sequence[str] | None = None) -> Batch:
-        """The next batch: pending first, then claimed, then new entries."""
+    async def read(
+        self, block: bool = True, only: Sequence[str] | None = None, after: Prepared | None = None,
+    ) -> Batch:
+        """The next batch: pending first, then claimed, then new entries.
+
+        ``after`` is the previous batch's commit: it is sent first, and when the read is a plain
+        read of new entries, in the same round trip (Redis runs the commit, then the read), so a
+        handled batch costs one round trip instead of two. A failed commit raises
+        :class:`BusError` and the entries just read stay pending for the next start.
+        """
         streams = list(only) if only else self.inputs
         batch = Batch()
+        if after is not None and (self._phase != "new" or self._claim_due()):
+            await after.run()
+            after = None
         try:
             if self._phase == "pending":
                 resp = await self.redis.xreadgroup(
@@ -278,9 +332,7 @@ class Consumer:
                     self.stats["read"] += len(batch.entries) + len(batch.dead)
                     return batch
                 self._phase = "claim"
-            if self._phase == "claim" or (
-                time.monotonic() - self._last_claim > self.claim_idle_ms / 1000
-            ):
+            if self._phase == "claim" or self._claim_due():
                 self._last_claim = time.monotonic()
                 self._phase = "new"
                 for s in streams:
@@ -305,12 +357,13 @@ class Consumer:
                 if batch:
                     self.stats["read"] += len(batch.entries) + len(batch.dead)
                     return batch
-            resp = await self.redis.xreadgroup(
-                self.group, self.consumer,
-                {self.keys.stream(s): ">" for s in streams},
-                count=self.batch_size,
-                block=self.block_ms if block else None,
-            )
+            wanted = {self.keys.stream(s): ">" for s in streams}
+            block_ms = self.block_ms if block else None
+            if after is None:
+                resp = await self.redis.xreadgroup(
+                    self.group, self.consumer, wanted, count=self.batch_size, block=block_ms)
+            else:
+                resp = await self._commit_and_read(after, wanted, block_ms)
         except RedisError as exc:
             raise BusError(f"read failed for group {self.group}: {exc}") from exc
         for key, raw in resp or []:

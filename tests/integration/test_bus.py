@@ -249,3 +249,132 @@ def test_streams_are_trimmed_to_their_configured_maxlen(namespace, redis_url, sy
     asyncio.run(go())
     n = sync_redis.xlen(keys.stream("signals"))
     assert 100 <= n < 1500, n  # approximate trimming (MAXLEN ~) keeps it near the bound, not all 1500
+
+
+# ----------------------------------------------------------------- a commit sent with the next read
+
+
+def _sig(n: int) -> Signal:
+    _, msg = one_of_each()[3]
+    return msgspec.structs.replace(msg, msg_id=f"sig-{n}")
+
+
+class _Counting:
+    """Counts what a Redis client is asked to do directly and how many pipelines it runs."""
+
+    def __init__(self, redis):
+        self.inner, self.direct, self.pipelines = redis, [], 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name == "pipeline":
+            def pipeline(*a, **k):
+                self.pipelines += 1
+                return attr(*a, **k)
+            return pipeline
+        if name in ("xreadgroup", "evalsha", "eval"):
+            def call(*a, **k):
+                self.direct.append(name)
+                return attr(*a, **k)
+            return call
+        return attr
+
+
+def _consumer_setup(namespace, redis_url, sync_redis):
+    from shared import bus as busmod
+    from shared.bus import Commit, Consumer
+
+    keys = Keys(namespace)
+    r = busmod.connect(redis_url)
+    bus = Bus(r, keys, {})
+    counting = _Counting(r)
+    consumer = Consumer(counting, keys, "g", "c1", ["ticks"], batch_size=10, block_ms=2000)
+    return keys, r, bus, counting, consumer, Commit
+
+
+def test_a_batch_commit_goes_with_the_next_read_in_one_round_trip(namespace, redis_url, sync_redis):
+    keys, r, bus, counting, consumer, Commit = _consumer_setup(namespace, redis_url, sync_redis)
+    tick = one_of_each()[0][1]
+
+    async def go():
+        await consumer.ensure_groups()
+        await r.xadd(keys.stream("ticks"), wire.encode(tick))
+        first = await consumer.read(block=False)  # pending phase, then new
+        assert [e.msg for e in first.entries] == [tick]
+        await r.xadd(keys.stream("ticks"), wire.encode(msgspec.structs.replace(tick, msg_id="tick-2")))
+        c = Commit()
+        c.emit("signals", _sig(1))
+        c.ack("ticks", first.entries[0].entry_id)
+        c.sets[keys.frontier("g")] = b"1-0"
+        counting.direct.clear()
+        pipelines = counting.pipelines
+        second = await consumer.read(block=False, after=bus.prepare("g", c))
+        assert [e.msg.msg_id for e in second.entries] == ["tick-2"]
+        assert counting.direct == [] and counting.pipelines == pipelines + 1  # one round trip
+        await r.aclose()
+        return first.entries[0].entry_id, second.entries[0].entry_id
+
+    acked, unacked = asyncio.run(go())
+    assert sync_redis.get(keys.frontier("g")) == b"1-0"
+    assert [wire.StreamDecoder("signals").decode(f).msg_id for _, f in sync_redis.xrange(keys.stream("signals"))] == ["sig-1"]
+    pending = [p["message_id"].decode() for p in sync_redis.xpending_range(keys.stream("ticks"), "g", "-", "+", 10)]
+    assert pending == [unacked] and acked not in pending
+
+
+def test_the_commit_is_applied_before_the_read_blocks(namespace, redis_url, sync_redis):
+    """Downstream sees a batch's outputs at once, not when the blocked read returns."""
+    keys, r, bus, counting, consumer, Commit = _consumer_setup(namespace, redis_url, sync_redis)
+    tick = one_of_each()[0][1]
+
+    async def go():
+        await consumer.ensure_groups()
+        await r.xadd(keys.stream("ticks"), wire.encode(tick))
+        first = await consumer.read(block=False)
+        await consumer.read(block=False)  # nothing new: the consumer is in its "new" phase now
+        c = Commit()
+        c.emit("signals", _sig(2))
+        c.ack("ticks", first.entries[0].entry_id)
+        blocked = asyncio.create_task(consumer.read(block=True, after=bus.prepare("g", c)))
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await r.xlen(keys.stream("signals")):
+            assert asyncio.get_running_loop().time() < deadline, "the output waited for the read"
+            assert not blocked.done()
+            await asyncio.sleep(0.01)
+        assert not blocked.done()  # still blocked, the output already out, the input acked
+        assert (await r.xpending(keys.stream("ticks"), "g"))["pending"] == 0
+        await r.xadd(keys.stream("ticks"), wire.encode(msgspec.structs.replace(tick, msg_id="tick-3")))
+        woke = await asyncio.wait_for(blocked, 5)
+        assert [e.msg.msg_id for e in woke.entries] == ["tick-3"]
+        await r.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_lost_script_is_loaded_again_and_a_failed_commit_raises(namespace, redis_url, sync_redis):
+    from shared.errors import BusError
+
+    keys, r, bus, counting, consumer, Commit = _consumer_setup(namespace, redis_url, sync_redis)
+    tick = one_of_each()[0][1]
+
+    async def go():
+        await consumer.ensure_groups()
+        await r.xadd(keys.stream("ticks"), wire.encode(tick))
+        first = await consumer.read(block=False)
+        await consumer.read(block=False)
+        await r.script_flush()  # as after a Redis restart: NOSCRIPT for the pipelined EVALSHA
+        c = Commit()
+        c.emit("signals", _sig(3))
+        c.ack("ticks", first.entries[0].entry_id)
+        again = await consumer.read(block=False, after=bus.prepare("g", c))
+        assert not again
+        assert await r.xlen(keys.stream("signals")) == 1
+        assert (await r.xpending(keys.stream("ticks"), "g"))["pending"] == 0
+        # A commit Redis refuses (its output stream is not a stream) is an error, not a silence.
+        await r.set(keys.stream("orders.events"), b"not a stream")
+        bad = Commit()
+        bad.emit("orders.events", one_of_each()[7][1])
+        with pytest.raises(BusError, match="commit failed for group g"):
+            await consumer.read(block=False, after=bus.prepare("g", bad))
+        await r.aclose()
+
+    asyncio.run(go())
