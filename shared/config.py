@@ -209,6 +209,10 @@ class EntriesConfig(_Section, frozen=True, kw_only=True):
     ltp_max_age_ms: PosInt = 10_000
     pyramid_min_age_s: NonNegInt = 300
     replay_wait_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    funds_max_age_s: Annotated[float, msgspec.Meta(ge=0.0, le=60.0)] = 5.0
+    """Live mode: a signal uses the available balance fetched between signals when it is at most
+    this old and no entry order was sent since (services/entries/funds.py); 0 fetches it at
+    every signal."""
 
 
 def _default_freeze_qty() -> dict[str, int]:

@@ -18,17 +18,23 @@ decision needs them, the rate limit sits in one visible place, and the snapshot 
 the signal's event time, so its age is judged in event time like every other input. The snapshot
 is a cache, not checkpointed: after a restart the next signal fetches again. Replay never calls
 the broker.
+
+Live mode, the available balance: fetched between signals and used by a signal while current
+(:class:`services.entries.funds.FundsCache`: young enough and fetched after the last entry
+intent), else fetched on the signal's path.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import time
 from typing import Any
 
 import msgspec
 
 from services.entries.brokerchain import BrokerChainFeed
+from services.entries.funds import FundsCache
 from services.entries.core import EntriesCore, EntryContext
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry, dead_letter, group_state
@@ -45,6 +51,7 @@ from shared.types import rupees_to_paise
 log = logging.getLogger("entries")
 CHUNK = 5000
 IDLE_CHUNKS = 4
+FUNDS_IDLE_TIMEOUT_S = 1.0  # a balance fetched between signals: one attempt, at most this long
 """Ticks read ahead per idle call, in CHUNKs: bounded so a signal arriving meanwhile waits little."""
 
 
@@ -75,6 +82,12 @@ class EntriesService(Service):
             chain_rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token,
                                   retry=RetryPolicy(attempts=1), timeout_s=chain_cfg.broker_chain_timeout_s)
             self.chain_feed = BrokerChainFeed(chain_rest, chain_cfg, ctx.clock.now_ns)
+        self.funds = FundsCache(ctx.config.algo.entries.funds_max_age_s, time.monotonic)
+        self._funds_rest: DhanRest | None = None
+        if self.rest is not None:  # between signals: one attempt, a short wait, never in a signal's way
+            self._funds_rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token,
+                                        retry=RetryPolicy(attempts=1), timeout_s=FUNDS_IDLE_TIMEOUT_S)
+        self.funds_counts = {"on_path": 0, "cached": 0, "idle_fetches": 0, "idle_errors": 0}
         self._seq = 0
 
     async def start(self) -> None:
@@ -129,6 +142,7 @@ class EntriesService(Service):
         and any feed-control requests are committed together."""
         if self.core is None or self.heap:
             return
+        await self._refresh_funds()
         r, k = self.ctx.redis, self.ctx.keys
         upto = await gates.signals_frontier(r, k)
         if not streamids.less(self.tick_cursor, upto):
@@ -141,6 +155,20 @@ class EntriesService(Service):
         if self.tick_cursor != before:
             self._checkpoint(c)
             await self.ctx.bus.commit(self.name, c)
+
+    async def _refresh_funds(self) -> None:
+        """Live mode, between signals: fetch the available balance when the cache wants one."""
+        if self._funds_rest is None or not self.funds.due():
+            return
+        started = self.funds.started()
+        self.funds_counts["idle_fetches"] += 1
+        try:
+            balance = (await self._funds_rest.fund_limit()).available_balance_paise
+        except BrokerError as exc:  # the next signal fetches on its path
+            self.funds_counts["idle_errors"] += 1
+            log.warning("funds refresh failed", extra={"fields": {"error": str(exc)}})
+            return
+        self.funds.store(balance, started)
 
     def _checkpoint(self, c: Commit) -> None:
         assert self.core is not None
@@ -182,11 +210,17 @@ class EntriesService(Service):
         A failed funds call leaves funds unknown (the guard refuses); a failed LTP call leaves
         the stale pick to be refused."""
         assert self.core is not None and self.rest is not None
-        capital: int | None = None
-        try:
-            capital = (await self.rest.fund_limit()).available_balance_paise
-        except BrokerError as exc:
-            log.warning("funds unknown", extra={"fields": {"signal_id": signal.msg_id, "error": str(exc)}})
+        capital = self.funds.usable()
+        if capital is not None:
+            self.funds_counts["cached"] += 1
+        else:
+            self.funds_counts["on_path"] += 1
+            started = self.funds.started()
+            try:
+                capital = (await self.rest.fund_limit()).available_balance_paise
+                self.funds.store(capital, started)
+            except BrokerError as exc:
+                log.warning("funds unknown", extra={"fields": {"signal_id": signal.msg_id, "error": str(exc)}})
         ltps: dict[int, int] = {}
         wanted = self.core.rest_ltp_wanted(signal)
         if wanted:
@@ -300,12 +334,15 @@ class EntriesService(Service):
                 it = msgspec.structs.replace(it, ts_origin=m.ts_origin)
                 c.emit("orders.requests", it)
                 self.intents += 1
+                self.funds.intent_sent()
         c.ack(e.stream, e.entry_id)
         self._checkpoint(c)
         await self.ctx.bus.commit(self.name, c)
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"intents": self.intents, "tick_cursor": self.tick_cursor}
+        if self.rest is not None:
+            out["funds"] = dict(self.funds_counts)
         if self.chain_feed is not None:
             out["broker_chain"] = dict(self.chain_feed.counts)
         return out

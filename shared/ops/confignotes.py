@@ -166,6 +166,8 @@ NOTES: dict[str, str] = {
     "old (by entry time) and in profit.",
     "entries.replay_wait_timeout_s": "Replay: longest wait for the upstream frontiers before "
     "deciding anyway.",
+    "entries.funds_max_age_s": "Live: a signal uses the balance fetched between signals when at "
+    "most this old and no entry order was sent since; 0 fetches it at every signal.",
     "executor.max_rejections_before_halt": "Consecutive order rejections that halt trading.",
     "executor.protected_limit_pct": "Reserved: no service reads it yet.",
     "sync.interval_s": "Seconds between reconciliation passes (during market hours).",
