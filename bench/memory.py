@@ -147,16 +147,26 @@ def status():
     with open('/proc/self/status') as f:
         d = {l.split(':')[0]: int(l.split()[1]) for l in f if l.startswith(('VmHWM', 'VmRSS'))}
     return d['VmRSS'], d['VmHWM']
-def buffer_of(n):
+FLUSH_ROWS = core.FlushPolicy().flush_rows
+def ticks_of(n):
+    return [(f"{r['ts_recv_ns'] // 1_000_000}-{i}", Tick(
+        msg_id="t", ts_event=r["ts_recv_ns"], ts_init=0, tick_id="", segment=r["segment"],
+        security_id=r["security_id"], ltp_paise=round(r["ltp"] * 100), ltq=r["ltq"],
+        ltt_s=r["ltt_s"], volume=r["volume"], oi=r["oi"], bid_paise=round(r["bid"] * 100),
+        ask_paise=round(r["ask"] * 100), bid_qty=r["bid_qty"], ask_qty=r["ask_qty"],
+        kind=r["kind"])) for i, r in enumerate(pl.read_parquet(session, n_rows=n).iter_rows(named=True))]
+def buffer_of(ticks):
     buf = core.RowBuffer()
-    for i, r in enumerate(pl.read_parquet(session, n_rows=n).iter_rows(named=True)):
-        buf.add_tick(f"{r['ts_recv_ns'] // 1_000_000}-{i}", Tick(
-            msg_id="t", ts_event=r["ts_recv_ns"], ts_init=0, tick_id="", segment=r["segment"],
-            security_id=r["security_id"], ltp_paise=round(r["ltp"] * 100), ltq=r["ltq"],
-            ltt_s=r["ltt_s"], volume=r["volume"], oi=r["oi"], bid_paise=round(r["bid"] * 100),
-            ask_paise=round(r["ask"] * 100), bid_qty=r["bid_qty"], ask_qty=r["ask_qty"],
-            kind=r["kind"]), 0.0)
+    for eid, t in ticks:
+        buf.add_tick(eid, t, 0.0)
     return buf
+def write_flush(fl):  # as RecorderService._write_parts
+    for d, cols in fl.days.items():
+        df = core.frame(cols)
+        store.write_part(d, df, {**core.file_metadata(d), **core.span_metadata(fl.spans.get(d), df.height)})
+def replay(rec):  # what the feed converts to Python values, a chunk at a time
+    for _ in rec.chunks():
+        pass
 tmp = Path(tempfile.mkdtemp())
 store = Recordings(tmp)
 from services.feed.replay import read_metadata
@@ -164,20 +174,23 @@ day = read_metadata(session)["trading_day"]
 if step == "read_parquet":
     run = lambda: pl.read_parquet(session)
 elif step == "load_session":
-    run = lambda: load_session(session)
+    run = lambda: replay(load_session(session))
 elif step == "buffer":
-    run = lambda: buffer_of(50_000)
+    ticks = ticks_of(FLUSH_ROWS)
+    run = lambda: buffer_of(ticks)
 elif step == "write_part":
-    buf = buffer_of(50_000)
-    run = lambda: store.write_part(day, core.frame(buf.take().days[day]), core.file_metadata(day))
+    buf = buffer_of(ticks_of(FLUSH_ROWS))
+    run = lambda: write_flush(buf.take())
 elif step == "compact":
     df = pl.read_parquet(session).with_columns(
         pl.col("ts_recv_ns").alias("ts_init"),
         ((pl.col("ts_recv_ns") // 1_000_000).cast(pl.String) + "-"
          + pl.int_range(0, pl.len()).cast(pl.String)).alias("tick_id"))
-    for off in range(0, df.height, 50_000):
-        store.write_part(day, df.slice(off, 50_000).select(list(core.SCHEMA)), core.file_metadata(day))
-    del df
+    for off in range(0, df.height, FLUSH_ROWS):  # parts as the recorder writes them
+        part = df.slice(off, FLUSH_ROWS).select(list(core.SCHEMA))
+        meta = core.span_metadata(core.key_span(part.lazy()), part.height)
+        store.write_part(day, part, {**core.file_metadata(day), **meta})
+    del df, part
     run = lambda: store.compact(day)
 else:
     run = lambda: None
@@ -193,9 +206,9 @@ import shutil; shutil.rmtree(tmp, ignore_errors=True)
 STEPS = (
     ("imports", "imports of the feed and recorder modules"),
     ("read_parquet", "feed: polars read_parquet of the session"),
-    ("load_session", "feed: load_session (read_parquet + every column .to_list())"),
-    ("buffer", "recorder: RowBuffer of 50,000 ticks (one flush at most)"),
-    ("write_part", "recorder: a 50,000-tick buffer written as a part"),
+    ("load_session", "feed: load_session, chunks read + converted one at a time"),
+    ("buffer", "recorder: RowBuffer of one flush (flush_rows ticks)"),
+    ("write_part", "recorder: a one-flush buffer written as a part"),
     ("compact", "recorder: compaction of the whole day's parts (at SessionEnd)"),
 )
 

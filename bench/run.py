@@ -595,7 +595,6 @@ def _analysis(
     res: dict[str, Any], ratio_replay: float, hwm_med: dict[str, float], imp_floor: float
 ) -> str:
     runs = res["replays"]
-    rep: Figure = res["replay"]
     xs: Figure = res["xadd_sync"]
     xr: Figure = res["xread"]
     L: list[str] = []

@@ -34,8 +34,8 @@ from typing import Any
 import msgspec
 
 from services.entries.brokerchain import BrokerChainFeed
-from services.entries.funds import FundsCache
 from services.entries.core import EntriesCore, EntryContext
+from services.entries.funds import FundsCache
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry, dead_letter, group_state
 from shared.clock import ist_day

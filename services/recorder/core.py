@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -153,23 +155,38 @@ class FlushPolicy(msgspec.Struct, frozen=True, kw_only=True):
     as soon as ``flush_rows`` rows are buffered, whichever comes first."""
 
     flush_interval_s: float = 5.0
-    flush_rows: int = 50_000
+    flush_rows: int = 10_000
+
+
+Key = tuple[int, int, int]
+"""The merge order of recorded rows: (receive time ns, tick-id ms, tick-id seq)."""
+
+Columns = dict[str, MutableSequence[Any]]
+"""Column name -> values of buffered rows, in :data:`SCHEMA` order (see :func:`empty_columns`)."""
 
 
 @dataclass(slots=True)
 class Flush:
     """What one flush writes and acknowledges."""
 
-    days: dict[str, dict[str, list[Any]]]
+    days: dict[str, Columns]
     """IST day -> columns (in :data:`SCHEMA` order) of that day's rows."""
     acks: list[str]
     """Every stream entry id the flush covers (ticks and other entries alike)."""
     rows: int
     last_tick_id: str
+    spans: dict[str, tuple[Key, Key] | None] = field(default_factory=dict)
+    """IST day -> (first, last) :data:`Key` of that day's rows if they strictly increase, else
+    None (an entry re-claimed out of order): what :func:`span_metadata` records in the part."""
 
 
-def _empty_columns() -> dict[str, list[Any]]:
-    return {name: [] for name in SCHEMA}
+_TYPECODES = {pl.Int64: "q", pl.Float64: "d"}
+
+
+def empty_columns() -> Columns:
+    """Empty columns for buffered rows: Int64 and Float64 columns as typed arrays (8 bytes a
+    value, where a list costs a slot and a boxed number, ~40 bytes), String columns as lists."""
+    return {name: array(_TYPECODES[t]) if t in _TYPECODES else [] for name, t in SCHEMA.items()}
 
 
 @dataclass(slots=True)
@@ -181,7 +198,8 @@ class RowBuffer:
     """
 
     policy: FlushPolicy = field(default_factory=FlushPolicy)
-    days: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    days: dict[str, Columns] = field(default_factory=dict)
+    spans: dict[str, tuple[Key, Key] | None] = field(default_factory=dict)
     entry_ids: dict[str, None] = field(default_factory=dict)
     rows: int = 0
     since_s: float | None = None
@@ -204,11 +222,18 @@ class RowBuffer:
         if not self._take_entry(entry_id, now_s):
             return False
         day = trading_day(tick.ts_event)
+        ms, seq = streamids.parse(entry_id)
+        key = (tick.ts_event, ms, seq)
         cols = self.days.get(day)
         if cols is None:
-            cols = self.days[day] = _empty_columns()
+            cols = self.days[day] = empty_columns()
+            self.spans[day] = (key, key)
+        else:
+            span = self.spans[day]
+            self.spans[day] = None if span is None or key <= span[1] else (span[0], key)
         cols["ts_recv_ns"].append(tick.ts_event)
-        cols["segment"].append(tick.segment)
+        # Interned, so each row holds a reference to one shared string, not its own copy.
+        cols["segment"].append(sys.intern(tick.segment))
         cols["security_id"].append(tick.security_id)
         cols["ltp"].append(paise_to_rupees(tick.ltp_paise))
         cols["ltq"].append(tick.ltq)
@@ -219,7 +244,7 @@ class RowBuffer:
         cols["ask"].append(paise_to_rupees(tick.ask_paise))
         cols["bid_qty"].append(tick.bid_qty)
         cols["ask_qty"].append(tick.ask_qty)
-        cols["kind"].append(tick.kind)
+        cols["kind"].append(sys.intern(tick.kind))
         cols["tick_id"].append(entry_id)
         cols["ts_init"].append(tick.ts_init)
         self.rows += 1
@@ -244,15 +269,16 @@ class RowBuffer:
     def take(self) -> Flush:
         """Everything buffered, leaving the buffer empty."""
         out = Flush(days=self.days, acks=list(self.entry_ids), rows=self.rows,
-                    last_tick_id=self.last_tick_id)
+                    last_tick_id=self.last_tick_id, spans=self.spans)
         self.days = {}
+        self.spans = {}
         self.entry_ids = {}
         self.rows = 0
         self.since_s = None
         return out
 
 
-def frame(columns: Mapping[str, list[Any]]) -> pl.DataFrame:
+def frame(columns: Mapping[str, Sequence[Any]]) -> pl.DataFrame:
     """A DataFrame of recorded rows with the exact :data:`SCHEMA` types."""
     return pl.DataFrame({name: columns[name] for name in SCHEMA}, schema=SCHEMA)
 
@@ -284,9 +310,6 @@ def _key_columns(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-Key = tuple[int, int, int]
-
-
 def key_span(lf: pl.LazyFrame) -> tuple[Key, Key] | None:
     """(first, last) merge key — (receive time, tick-id ms, tick-id seq) — of a recorded file
     whose rows strictly increase in that key, else None (unsorted, a duplicated tick, an
@@ -300,6 +323,29 @@ def key_span(lf: pl.LazyFrame) -> tuple[Key, Key] | None:
     if bad.any():
         return None
     return (ts[0], ms[0], seq[0]), (ts[-1], ms[-1], seq[-1])
+
+
+def span_metadata(span: tuple[Key, Key] | None, rows: int) -> dict[str, str]:
+    """Metadata a writer that knows its rows records, so compaction need not read them back:
+    ``rows``, and ``key_first`` / ``key_last`` (``ts,ms,seq``) when the rows strictly increase
+    in :data:`Key` (what :func:`key_span` would find)."""
+    meta = {"rows": str(rows)}
+    if span is not None:
+        meta["key_first"], meta["key_last"] = (",".join(map(str, k)) for k in span)
+    return meta
+
+
+def span_of_metadata(meta: Mapping[str, str]) -> tuple[tuple[Key, Key], int] | None:
+    """The (key span, row count) a file's :func:`span_metadata` records, or None when it records
+    no span (then read the file: :func:`key_span`)."""
+    try:
+        first, last = (tuple(int(x) for x in meta[k].split(",")) for k in ("key_first", "key_last"))
+        rows = int(meta["rows"])
+    except (KeyError, ValueError):
+        return None
+    if len(first) != 3 or len(last) != 3:
+        return None
+    return (first, last), rows  # type: ignore[return-value]
 
 
 def concatenable(spans: Iterable[tuple[Key, Key] | None]) -> bool:

@@ -14,7 +14,7 @@ a later day arrives, or by hand (``python -m services.recorder --compact DAY``).
 
 Settings (environment): ``SCALPER_RECORD_DIR`` (default ``$SCALPER_RUN_DIR/recordings`` when
 ``SCALPER_RUN_DIR`` is set, as under supervisord, else ``run/<namespace>/recordings``),
-``SCALPER_RECORD_FLUSH_S`` (5), ``SCALPER_RECORD_FLUSH_ROWS`` (50000). Test-only fault
+``SCALPER_RECORD_FLUSH_S`` (5), ``SCALPER_RECORD_FLUSH_ROWS`` (10000). Test-only fault
 injection: ``SCALPER_RECORD_FAULT=exit_after_write`` exits the process right after the first part
 is renamed and before its acknowledgement.
 """
@@ -53,6 +53,11 @@ log = logging.getLogger("recorder")
 STATUS_INTERVAL_S = 1.0
 MAX_TRIM_GAPS = 20
 COMPACT_ZSTD_LEVEL = 9
+COMPACT_ROW_GROUP_ROWS = 10_000
+COMPACT_PAGE_BYTES = 64 * 1024
+"""Compacted files in row groups of 10k rows and 64 KiB pages: the streaming writer holds a row
+group, and zstd sizes its tables to the page, so these bound what compaction holds (+12 MiB on
+the sample day, where polars' default 512k-row groups and 1 MiB pages took +45 MiB at level 9)."""
 
 
 # --------------------------------------------------------------------------- files
@@ -69,19 +74,22 @@ def _fsync(path: Path) -> None:
 
 def write_parquet_durably(
     df: pl.DataFrame | pl.LazyFrame, final: Path, metadata: dict[str, str], *, replace: bool,
-    compression_level: int | None = None,
+    compact: bool = False,
 ) -> None:
     """Write ``df`` to ``final`` so that ``final`` is either absent or complete and on disk:
     a hidden temporary file, fsync, rename (``replace=False``: FileExistsError if ``final``
-    exists), fsync of the directory. A LazyFrame is streamed (never held whole in memory)."""
+    exists), fsync of the directory. A LazyFrame is streamed (never held whole in memory).
+    ``compact``: a day file, compressed harder in small row groups (``COMPACT_*``)."""
     tmp = final.with_name(core.tmp_name(final.name, os.getpid()))
+    opts: dict[str, Any] = {"compression": "zstd", "metadata": metadata}
+    if compact:
+        opts.update(compression_level=COMPACT_ZSTD_LEVEL, row_group_size=COMPACT_ROW_GROUP_ROWS,
+                    data_page_size=COMPACT_PAGE_BYTES)
     try:
         if isinstance(df, pl.LazyFrame):
-            df.sink_parquet(tmp, compression="zstd", compression_level=compression_level,
-                            metadata=metadata, engine="streaming")
+            df.sink_parquet(tmp, engine="streaming", **opts)
         else:
-            df.write_parquet(tmp, compression="zstd", compression_level=compression_level,
-                             metadata=metadata)
+            df.write_parquet(tmp, **opts)
         _fsync(tmp)
         if replace:
             os.replace(tmp, final)
@@ -173,22 +181,37 @@ class Recordings:
             if missing:
                 raise ValueError(f"{p}: not a recorder file (lacks {', '.join(missing)})")
         scans = [pl.scan_parquet(p).select(list(core.SCHEMA)).cast(core.SCHEMA) for p in inputs]  # type: ignore[arg-type]
-        total = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in inputs)
-        meta = read_metadata(inputs[0])
-        meta.pop("part", None)
+        metas = [read_metadata(p) for p in inputs]
+        spans: list[tuple[core.Key, core.Key] | None] = []
+        total = 0
+        for scan, m in zip(scans, metas, strict=True):
+            # What the writer recorded, else read back (each query type also maps more of
+            # polars' code into memory: ~10 MiB for these two).
+            known = core.span_of_metadata(m)
+            if known is None:
+                spans.append(core.key_span(scan))
+                total += scan.select(pl.len()).collect().item()
+            else:
+                spans.append(known[0])
+                total += known[1]
+        meta = metas[0]
+        for k in ("part", "key_first", "key_last"):
+            meta.pop(k, None)
         meta.update(core.file_metadata(day, synthetic=meta.get("synthetic", "false")))
-        if core.concatenable(core.key_span(s) for s in scans):
+        if core.concatenable(spans):
             # Parts written in stream order: concatenating them *is* the merge, and the
             # streaming engine writes it without holding the day in memory.
             merged: pl.DataFrame | pl.LazyFrame = pl.concat(scans, how="vertical")
             rows = total
+            first, last = spans[0], spans[-1]
+            assert first is not None and last is not None  # concatenable: every span known
+            meta.update(core.span_metadata((first[0], last[1]), rows))
         else:  # overlapping parts (a re-read after a crash): sort and deduplicate in memory
             merged = core.merge(s.collect() for s in scans)
             rows = merged.height
         meta.update({"rows": str(rows), "compacted": "true"})
         if parts:
-            write_parquet_durably(merged, target, meta, replace=True,
-                                  compression_level=COMPACT_ZSTD_LEVEL)
+            write_parquet_durably(merged, target, meta, replace=True, compact=True)
         for p in parts:  # a crash here leaves parts the next compaction merges again (deduped)
             p.unlink()
         d = self.day_dir(day)
@@ -361,7 +384,7 @@ def raw_to_parquet(
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = core.file_metadata(day, source_file=Path(raw_path).name, source="raw",
                               packet_errors=str(len(errors)))
-    write_parquet_durably(df, out, meta, replace=True, compression_level=COMPACT_ZSTD_LEVEL)
+    write_parquet_durably(df, out, meta, replace=True, compact=True)
     return RawConversion(path=out, rows=df.height, packet_errors=len(errors))
 
 
@@ -386,7 +409,7 @@ def flush_policy(environ: Mapping[str, str] | None = None) -> core.FlushPolicy:
     except ValueError:
         raise ConfigError(f"env SCALPER_RECORD_FLUSH_S: not a number: {e['SCALPER_RECORD_FLUSH_S']!r}") from None
     try:
-        rows = int(e.get("SCALPER_RECORD_FLUSH_ROWS", "50000"))
+        rows = int(e.get("SCALPER_RECORD_FLUSH_ROWS", "10000"))
     except ValueError:
         raise ConfigError(f"env SCALPER_RECORD_FLUSH_ROWS: not an integer: {e['SCALPER_RECORD_FLUSH_ROWS']!r}") from None
     if not 0 < interval_s <= 3600:
@@ -538,7 +561,9 @@ class RecorderService(Service):
         out = []
         for day, cols in sorted(fl.days.items()):
             df = core.frame(cols)
-            path = self.store.write_part(day, df, core.file_metadata(day, **self.meta))
+            meta = {**core.file_metadata(day, **self.meta),
+                    **core.span_metadata(fl.spans.get(day), df.height)}
+            path = self.store.write_part(day, df, meta)
             out.append((day, path, df.height))
         return out
 

@@ -15,6 +15,7 @@ from services.entries.guard import EntryContext, EntryGuard
 from services.feed.core import RateMeter, Recorded, TickIdAllocator, session_messages
 from services.feed.replay import (
     DayPlan,
+    FileSession,
     eta_s,
     event_done_s,
     event_total_s,
@@ -103,6 +104,29 @@ def test_load_session_keeps_exactly_the_ticks_inside_the_ist_window():
     expected = sorted(t for t in every if 560 <= ist_minute_of_day(t) < 565)
     assert rec.c["ts_recv_ns"] == expected and rec.n == len(expected) > 0
     assert rec.trading_day == "2026-12-01"
+
+
+def test_a_session_file_in_receive_order_replays_from_the_file_a_chunk_at_a_time():
+    rec = load_session(SAMPLE, from_hhmm="09:20", to_hhmm="09:40")
+    assert isinstance(rec, FileSession)
+    df = pl.read_parquet(SAMPLE)
+    df = df[[i for i, t in enumerate(df["ts_recv_ns"]) if 560 <= ist_minute_of_day(t) < 580]]
+    whole = Recorded({c: df[c].to_list() for c in Recorded.COLUMNS}, rec.trading_day)
+    chunks = list(rec.chunks())
+    assert len(chunks) > 1 and all(len(c["ts_recv_ns"]) <= FileSession.CHUNK_ROWS for c in chunks)
+    assert list(session_messages(rec, lambda: 7)) == list(session_messages(whole, lambda: 7))
+
+
+def test_a_session_file_out_of_receive_order_is_sorted_before_replay(tmp_path, rng):
+    df = pl.read_parquet(SAMPLE, n_rows=3000)
+    order = list(range(df.height))
+    rng.shuffle(order)
+    shuffled = tmp_path / "shuffled.parquet"
+    df[order].write_parquet(shuffled, metadata={"trading_day": "2026-12-01"})
+    rec = load_session(shuffled)
+    assert not isinstance(rec, FileSession)
+    assert rec.c["ts_recv_ns"] == sorted(df["ts_recv_ns"].to_list())
+    assert rec.n == 3000 and rec.trading_day == "2026-12-01"
 
 
 def test_scan_session_agrees_with_load_session_without_loading_the_rows():
