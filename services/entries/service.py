@@ -21,7 +21,8 @@ the broker.
 
 Live mode, the available balance: fetched between signals and used by a signal while current
 (:class:`services.entries.funds.FundsCache`: young enough and fetched after the last entry
-intent), else fetched on the signal's path.
+intent), else fetched on the signal's path. LTPs fetched over REST for picks without a fresh tick
+are reused by later signals under the tick rule (:class:`services.entries.ltpcache.RestLtpCache`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import msgspec
 from services.entries.brokerchain import BrokerChainFeed
 from services.entries.core import EntriesCore, EntryContext
 from services.entries.funds import FundsCache
+from services.entries.ltpcache import RestLtpCache
 from shared import gates, streamids, wire
 from shared.bus import Batch, Commit, Entry, dead_letter, group_state
 from shared.clock import ist_day
@@ -88,6 +90,7 @@ class EntriesService(Service):
             self._funds_rest = DhanRest(env.dhan_rest_url, env.dhan_client_id, env.access_token,
                                         retry=RetryPolicy(attempts=1), timeout_s=FUNDS_IDLE_TIMEOUT_S)
         self.funds_counts = {"on_path": 0, "cached": 0, "idle_fetches": 0, "idle_errors": 0}
+        self.rest_ltps = RestLtpCache(ctx.config.algo.entries.ltp_max_age_ms)
         self._seq = 0
 
     async def start(self) -> None:
@@ -221,13 +224,14 @@ class EntriesService(Service):
                 self.funds.store(capital, started)
             except BrokerError as exc:
                 log.warning("funds unknown", extra={"fields": {"signal_id": signal.msg_id, "error": str(exc)}})
-        ltps: dict[int, int] = {}
-        wanted = self.core.rest_ltp_wanted(signal)
-        if wanted:
+        ltps, missing = self.rest_ltps.split(self.core.rest_ltp_wanted(signal), signal.ts_event)
+        if missing:
             seg = self.ctx.config.algo.index(signal.index).options_segment
             try:
-                got = await self.rest.ltp({seg: wanted})
-                ltps = {int(sid): p for (_s, sid), p in got.items() if p > 0}
+                got = await self.rest.ltp({seg: missing})
+                fetched = {int(sid): p for (_s, sid), p in got.items() if p > 0}
+                self.rest_ltps.store(fetched, signal.ts_event)
+                ltps.update(fetched)
             except BrokerError as exc:
                 log.warning("REST LTP failed", extra={"fields": {"signal_id": signal.msg_id, "error": str(exc)}})
         return capital, ltps
