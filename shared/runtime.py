@@ -146,8 +146,8 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
                 if burst and svc.drained():
                     break
                 continue
-            batch = await consumer.read(block=True, after=after)
-            after = None
+            pending, after = after, None  # a failed read loses it: its entries stay pending
+            batch = await consumer.read(block=True, after=pending)
             if not batch:
                 await svc.idle()
                 if burst and svc.drained():
@@ -157,9 +157,11 @@ async def run(svc: Service, *, burst: bool = False, install_signals: bool = True
             if not ok:
                 break
     finally:
-        if after is not None:  # the last handled batch (stopping): committed before we go
-            await after.run()
-        await svc.stop()
+        try:
+            if after is not None:  # the last handled batch (stopping): committed before we go
+                await after.run()
+        finally:
+            await svc.stop()
         try:
             await ctx.redis.delete(ctx.keys.heartbeat(svc.group, ctx.instance))
         except Exception:  # noqa: BLE001 - best effort on the way out
