@@ -523,6 +523,25 @@ def _reading(runs: Sequence[Any], chains: Sequence[dict[str, float]]) -> list[st
             + (f" (chain merged → intent: median {_ms(_med(after))} ms)." if after else ".")
         )
         a("")
+        slow = []  # (rank among its run's entry orders, seconds after the run's first one, ms)
+        for r in runs:
+            es = sorted((o for o in r.orders if o.kind == "entry"), key=lambda o: o.origin)
+            slow += [(k, (o.origin - es[0].origin) / 1e9, o.total_ms)
+                     for k, o in enumerate(es) if o.total_ms > 1000]
+        if slow:
+            rest = [o.total_ms for o in entries if o.total_ms <= 1000]
+            a(
+                f"**The entry p99 is a start-up queue.** {len(slow)} of {len(entries)} entry orders "
+                f"took over 1 s, all among the first {max(k for k, _, _ in slow) + 1} entry orders "
+                f"of their run (within {max(t for _, t, _ in slow):,.0f} s of its first). In the runs "
+                "whose logs were kept (`--keep-logs`), the first signals' picks had no option tick "
+                "as of the signal (decisions say `REST LTP (no tick)`): the option window's ticks "
+                "were not in the stream yet, so each signal fetched LTP over REST, and DhanHQ allows "
+                "one quote request a second — about a second a signal, while the signals queued "
+                f"behind one another. Without those {len(slow)}: entry p99 "
+                f"{_ms(summarize(rest).p99)} ms over {len(rest)} orders."
+            )
+            a("")
     execu = entries + exits
     if execu:
         pick = _med([_ns_ms(o.row, o.intent) for o in execu])

@@ -188,6 +188,19 @@ class EntriesCore:
             )
         return decisions, []
 
+    def refused_before_funds(self, signal: Signal) -> bool:
+        """Would ``signal`` be refused by a rule checked before the funds (a duplicate, a
+        disabled index, outside the entry window)? Then the shell fetches nothing from the
+        broker for it: the decision is the same, and a burst of such signals no longer queues
+        behind the broker's one-quote-a-second limit."""
+        index = self._indices.get(signal.index)
+        return (
+            self._guard.seen(signal.msg_id)
+            or index is None
+            or not index.enabled
+            or self._guard.check_window(signal.ts_event) is not None
+        )
+
     def rest_ltp_wanted(self, signal: Signal) -> list[int]:
         """Security ids of the contracts ``signal`` would try whose latest tick is missing or
         older than ``ltp_max_age_ms``: the shell may fetch their LTP over REST beforehand."""

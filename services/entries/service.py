@@ -326,7 +326,8 @@ class EntriesService(Service):
             view = self.core.chain(m.index)
             if self.chain_feed is not None and view is not None:
                 await self.chain_feed.refresh(view, m)
-            capital, ltps = (await self._broker_inputs(m)) if self.rest is not None else (None, {})
+            broker = self.rest is not None and not self.core.refused_before_funds(m)
+            capital, ltps = (await self._broker_inputs(m)) if broker else (None, {})
             ctx = self._context(m, capital, ltps)
             decisions, intents = self.core.on_signal(m, ctx)
             for d in decisions:

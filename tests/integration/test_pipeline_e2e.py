@@ -13,13 +13,14 @@ import sys
 import uuid
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 import redis
 
 from shared import wire
 from shared.keys import Keys
-from shared.messages import Tick
+from shared.messages import Signal, Tick
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,9 +99,45 @@ def test_replay_closes_trades_at_recorded_prices_and_is_repeatable(two_runs, red
         assert pnl == (exit_ - entry) * qty
     # the report prints each closed trade
     assert first.stdout.count("NIFTY-") >= len(closed)
+    _assert_latency_is_instrumented(r, a)
 
     second = replay(b, redis_url)
     assert second.returncode == 0, second.stderr[-3000:]
     assert ledger(b) == la
     assert decisions(r, b) == decisions(r, a)
     r.close()
+
+
+def _assert_latency_is_instrumented(r: redis.Redis, ns: str) -> None:
+    """The originating tick's stamp travels in the messages (tick -> Signal -> entry intent, and
+    option tick -> exit intent), and every stage service exposes its histograms."""
+    keys = Keys(ns)
+    ticks = wire.StreamDecoder("ticks")
+
+    def at(tick_id: str):
+        return ticks.decode(r.xrange(keys.stream("ticks"), min=tick_id, max=tick_id)[0][1])
+
+    sig_dec, int_dec = wire.StreamDecoder("signals"), wire.StreamDecoder("orders.requests")
+    signals = [m for m in (sig_dec.decode(f) for _, f in r.xrange(keys.stream("signals")))
+               if isinstance(m, Signal)]
+    intents = [int_dec.decode(f) for _, f in r.xrange(keys.stream("orders.requests"))]
+    assert signals and intents
+    for s in signals:
+        assert s.ts_origin == at(s.tick_id).ts_init > 0, s.msg_id
+    by_tick = {s.tick_id: s for s in signals}
+    entries = [i for i in intents if i.kind == "entry"]
+    exits = [i for i in intents if i.kind == "exit" and i.ts_origin]
+    assert entries and exits
+    for i in entries:
+        assert i.ts_origin == by_tick[i.tick_id].ts_origin, i.correlation_id
+    for i in exits:
+        assert i.ts_origin == at(i.tick_id).ts_init, i.correlation_id
+    # each service's processing-time and end-to-end histograms (kept for heartbeat_ttl_s)
+    wanted = {"signals": {"queue", "batch"}, "entries": {"queue", "batch"},
+              "executor": {"queue", "batch", "tick_to_order_entry", "tick_to_order_exit"},
+              "exits": {"queue", "batch", "tick_to_exit_intent"}, "recorder": {"queue", "batch"}}
+    for service, stages in wanted.items():
+        raw = r.get(keys.metrics(service))
+        assert raw, f"no metrics for {service}"
+        doc = msgspec.json.decode(raw)
+        assert stages <= set(doc["histograms"]), (service, sorted(doc["histograms"]))

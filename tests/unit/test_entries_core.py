@@ -397,3 +397,30 @@ def test_restore_rejects_garbage_and_other_versions():
     snap["version"] = 99
     with pytest.raises(DecodeError, match="version 99"):
         core.restore(msgspec.msgpack.encode(snap))
+
+
+def test_signals_refused_before_the_funds_need_nothing_from_the_broker_and_decide_the_same():
+    """A duplicate, a disabled index or a signal outside the entry window is refused by a rule
+    checked before the funds: the live shell fetches no funds or LTP for it, and the decision
+    without them is the one it would get with them."""
+    late = T0 + 10 * 3600 * NS_PER_S  # past the entry window's end
+    disabled = [msgspec.structs.replace(NIFTY, enabled=False)]
+    cases = {
+        "entry_window": (lambda: make_core(), signal(late, msg_id="sig-late")),
+        "index_disabled": (lambda: make_core(indices=disabled), signal()),
+    }
+    for rule, (build, s) in cases.items():
+        core, twin = build(), build()
+        prime(core)
+        prime(twin)
+        assert core.refused_before_funds(s), rule
+        without, _ = core.on_signal(s, context(available_capital_paise=None))
+        with_inputs, _ = twin.on_signal(s, context(rest_ltp_paise={ATM_CE.security_id: 21_000}))
+        assert [(d.rule, d.reason) for d in without] == [(d.rule, d.reason) for d in with_inputs]
+        assert without[0].rule == rule
+    core = make_core()
+    prime(core)
+    s = signal()
+    assert not core.refused_before_funds(s)  # in the window: the shell fetches funds
+    core.on_signal(s, context())
+    assert core.refused_before_funds(s)  # now a duplicate
