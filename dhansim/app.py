@@ -79,7 +79,7 @@ class RestApp:
     async def _v2(self, req: HttpRequest, path: str) -> HttpResponse | object:
         sim = self.sim
         faults = sim.faults
-        faulted = faults.applies_to(path + "/")
+        faulted = faults.applies_to(path + "/", req.method)
         if faulted and faults.settings.delay_ms > 0:
             await asyncio.sleep(faults.settings.delay_ms / 1000)
         self._authenticate(req, path)

@@ -8,6 +8,8 @@ Settings (sticky values and counters; a counter is consumed one unit per affecte
 ``delay_ms``           every ``/v2`` request waits this long *before* it is handled (sticky;
                        an order sent under it is recorded only after the delay)
 ``http_path_prefix``   which paths the three above hit (default ``/v2/``, e.g. ``/v2/orders``)
+``http_method``        and which method (default ``""``: any; e.g. ``POST``, so that a GET of
+                       the order book does not use up a fault meant for a placement)
 ``reject_orders``      the next N placed orders go TRANSIT → REJECTED with ``reject_reason``
 ``timeout_after_accept`` the next N ``POST /orders`` are accepted and recorded (they go on to
                        fill), but the answer is lost: ``timeout_mode`` ``drop`` closes the
@@ -50,6 +52,7 @@ class FaultSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http_5xx: int = 0
     delay_ms: int = 0
     http_path_prefix: str = "/v2/"
+    http_method: str = ""
     reject_orders: int = 0
     reject_reason: str = ""
     timeout_after_accept: int = 0
@@ -120,8 +123,9 @@ class Faults:
             return True
         return False
 
-    def applies_to(self, path: str) -> bool:
-        return path.startswith(self.settings.http_path_prefix)
+    def applies_to(self, path: str, method: str = "") -> bool:
+        want = self.settings.http_method.upper()
+        return path.startswith(self.settings.http_path_prefix) and (not want or method.upper() == want)
 
     def snapshot(self) -> dict[str, Any]:
         return msgspec.to_builtins(self.settings)

@@ -163,7 +163,8 @@ class FaultDriver(threading.Thread):
 
     def run(self) -> None:  # noqa: C901 - a plain schedule
         plan = [
-            ("09:16", {"http_429": 2, "http_path_prefix": "/v2/orders", "feed_duplicate": 30, "feed_reorder": 30}),
+            ("09:16", {"http_429": 2, "http_path_prefix": "/v2/orders", "http_method": "POST",
+                       "feed_duplicate": 30, "feed_reorder": 30}),
             ("09:18", {"delay_ms": 400}),
             ("09:19", {"delay_ms": 0}),
             ("09:20", {"drop_feed": True}),

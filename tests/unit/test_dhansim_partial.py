@@ -23,3 +23,13 @@ def test_partial_fill_settings_parse_and_reject_unknown_remainder_actions() -> N
         parse_spec("partial_remainder=later")
     with pytest.raises(ValueError, match="partial remainder"):
         partial_plan(130, 65, 1, "later")
+
+
+def test_http_faults_can_be_limited_to_a_method_so_a_poll_does_not_use_them_up() -> None:
+    from dhansim.faults import Faults
+
+    f = Faults(parse_spec("http_429=1,http_path_prefix=/v2/orders,http_method=POST"))
+    assert not f.applies_to("/v2/orders/", "GET")  # sync polling the order book
+    assert not f.applies_to("/v2/fundlimit/", "POST")
+    assert f.applies_to("/v2/orders/", "post")
+    assert Faults(parse_spec("http_429=1")).applies_to("/v2/orders/", "GET")  # default: any method
