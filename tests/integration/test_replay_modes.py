@@ -455,6 +455,14 @@ def _snapshot_redis(r: redis.Redis) -> dict[bytes, Any]:
     return out
 
 
+def _schemas(c: psycopg.Connection) -> set[str]:
+    """The database's schemas, less PostgreSQL's per-backend temporary namespaces (pg_temp_N,
+    pg_toast_temp_N), which any session using a temporary table creates and leaves behind —
+    another test or client on the same server included."""
+    names = {s for (s,) in c.execute("SELECT schema_name FROM information_schema.schemata")}
+    return {n for n in names if not re.fullmatch(r"pg_(toast_)?temp_\d+", n)}
+
+
 def _snapshot_schema(c: psycopg.Connection, schema: str) -> dict[str, list[tuple]]:
     tables = [t for (t,) in c.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,))]
@@ -505,7 +513,7 @@ def test_a_replay_beside_production_changes_no_production_key_or_row(workdir):
         before_keys = _snapshot_redis(r)
         with psycopg.connect(db_url) as c:
             before_rows = _snapshot_schema(c, prod)
-            before_schemas = {s for (s,) in c.execute("SELECT schema_name FROM information_schema.schemata")}
+            before_schemas = _schemas(c)
 
         run = replay(rep, workdir / "beside", redis_url=srv.url, db_url=db_url)
         run.check()
@@ -516,7 +524,7 @@ def test_a_replay_beside_production_changes_no_production_key_or_row(workdir):
         assert any(k.startswith(mine) for k in after_keys), "the replay wrote nothing?"
         with psycopg.connect(db_url) as c:
             assert _snapshot_schema(c, prod) == before_rows
-            after_schemas = {s for (s,) in c.execute("SELECT schema_name FROM information_schema.schemata")}
+            after_schemas = _schemas(c)
             assert after_schemas == before_schemas | {rep}
             traded = c.execute(f"SELECT count(*) FROM {rep}.position_trackers").fetchone()
         assert traded and traded[0] >= 1, "the replay beside production did not trade"
