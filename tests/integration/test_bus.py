@@ -292,19 +292,28 @@ def _consumer_setup(namespace, redis_url, sync_redis):
     return keys, r, bus, counting, consumer, Commit
 
 
+async def _handled_tick(r, keys, consumer, tick, n: int):
+    """The consumer reads ``tick`` (its first read: pending phase, then new); returns the batch
+    and its commit — publishes ``sig-<n>``, acks the tick — not sent yet."""
+    from shared.bus import Commit
+
+    await consumer.ensure_groups()
+    await r.xadd(keys.stream("ticks"), wire.encode(tick))
+    first = await consumer.read(block=False)
+    assert [e.msg for e in first.entries] == [tick]
+    c = Commit()
+    c.emit("signals", _sig(n))
+    c.ack("ticks", first.entries[0].entry_id)
+    return first, c
+
+
 def test_a_batch_commit_goes_with_the_next_read_in_one_round_trip(namespace, redis_url, sync_redis):
     keys, r, bus, counting, consumer, Commit = _consumer_setup(namespace, redis_url, sync_redis)
     tick = one_of_each()[0][1]
 
     async def go():
-        await consumer.ensure_groups()
-        await r.xadd(keys.stream("ticks"), wire.encode(tick))
-        first = await consumer.read(block=False)  # pending phase, then new
-        assert [e.msg for e in first.entries] == [tick]
+        first, c = await _handled_tick(r, keys, consumer, tick, 1)
         await r.xadd(keys.stream("ticks"), wire.encode(msgspec.structs.replace(tick, msg_id="tick-2")))
-        c = Commit()
-        c.emit("signals", _sig(1))
-        c.ack("ticks", first.entries[0].entry_id)
         c.sets[keys.frontier("g")] = b"1-0"
         counting.direct.clear()
         pipelines = counting.pipelines
@@ -327,13 +336,8 @@ def test_the_commit_is_applied_before_the_read_blocks(namespace, redis_url, sync
     tick = one_of_each()[0][1]
 
     async def go():
-        await consumer.ensure_groups()
-        await r.xadd(keys.stream("ticks"), wire.encode(tick))
-        first = await consumer.read(block=False)
+        _, c = await _handled_tick(r, keys, consumer, tick, 2)
         await consumer.read(block=False)  # nothing new: the consumer is in its "new" phase now
-        c = Commit()
-        c.emit("signals", _sig(2))
-        c.ack("ticks", first.entries[0].entry_id)
         blocked = asyncio.create_task(consumer.read(block=True, after=bus.prepare("g", c)))
         deadline = asyncio.get_running_loop().time() + 5
         while not await r.xlen(keys.stream("signals")):
@@ -357,14 +361,9 @@ def test_a_lost_script_is_loaded_again_and_a_failed_commit_raises(namespace, red
     tick = one_of_each()[0][1]
 
     async def go():
-        await consumer.ensure_groups()
-        await r.xadd(keys.stream("ticks"), wire.encode(tick))
-        first = await consumer.read(block=False)
-        await consumer.read(block=False)
+        _, c = await _handled_tick(r, keys, consumer, tick, 3)
+        await consumer.read(block=False)  # nothing new: the consumer is in its "new" phase now
         await r.script_flush()  # as after a Redis restart: NOSCRIPT for the pipelined EVALSHA
-        c = Commit()
-        c.emit("signals", _sig(3))
-        c.ack("ticks", first.entries[0].entry_id)
         again = await consumer.read(block=False, after=bus.prepare("g", c))
         assert not again
         assert await r.xlen(keys.stream("signals")) == 1
