@@ -113,6 +113,19 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
+def _run_cells(
+    r: Any, c: dict[str, float] | None
+) -> tuple[Summary, Summary, Summary, str, str, str]:
+    """One run's entry, exit and before-the-feed summaries, and its floor and ×-floor cells."""
+    e = summarize(r.values("tick_to_order_entry"))
+    x = summarize(r.values("tick_to_order_exit"))
+    bf = summarize(r.before_feed_ms)
+    fl = f"{c['p50_us'] / 1000:.2f} / {c['p99_us'] / 1000:.2f}" if c else "–"
+    re = f"{e.p50 * 1000 / c['p50_us']:,.0f}×, {e.p99 * 1000 / c['p99_us']:,.0f}×" if c and e.n else "–"
+    rx = f"{x.p50 * 1000 / c['p50_us']:,.0f}×, {x.p99 * 1000 / c['p99_us']:,.0f}×" if c and x.n else "–"
+    return e, x, bf, fl, re, rx
+
+
 def section(
     runs: Sequence[Any],
     chains: Sequence[dict[str, float]],
@@ -173,21 +186,8 @@ def section(
     a("|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(runs):
         c = chains[i] if i < len(chains) else None
-        e = summarize(r.values("tick_to_order_entry"))
-        x = summarize(r.values("tick_to_order_exit"))
-        bf = summarize(r.before_feed_ms)
+        e, x, bf, fl, re, rx = _run_cells(r, c)
         ps = r.per_second
-        fl = f"{c['p50_us'] / 1000:.2f} / {c['p99_us'] / 1000:.2f}" if c else "–"
-        re = (
-            f"{e.p50 * 1000 / c['p50_us']:,.0f}×, {e.p99 * 1000 / c['p99_us']:,.0f}×"
-            if c and e.n
-            else "–"
-        )
-        rx = (
-            f"{x.p50 * 1000 / c['p50_us']:,.0f}×, {x.p99 * 1000 / c['p99_us']:,.0f}×"
-            if c and x.n
-            else "–"
-        )
         a(
             f"| {i + 1} | {_med(ps):,.0f} ({min(ps, default=0):,}–{max(ps, default=0):,}) "
             f"| {_ms(bf.p50)} / {_ms(bf.p99)} ms | {r.signals} "
@@ -367,20 +367,7 @@ def _reference(reference: Sequence[Any], chains: Sequence[dict[str, float]]) -> 
     a("|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(reference):
         c = chains[i] if i < len(chains) else None
-        e = summarize(r.values("tick_to_order_entry"))
-        x = summarize(r.values("tick_to_order_exit"))
-        bf = summarize(r.before_feed_ms)
-        fl = f"{c['p50_us'] / 1000:.2f} / {c['p99_us'] / 1000:.2f}" if c else "–"
-        re = (
-            f"{e.p50 * 1000 / c['p50_us']:,.0f}×, {e.p99 * 1000 / c['p99_us']:,.0f}×"
-            if c and e.n
-            else "–"
-        )
-        rx = (
-            f"{x.p50 * 1000 / c['p50_us']:,.0f}×, {x.p99 * 1000 / c['p99_us']:,.0f}×"
-            if c and x.n
-            else "–"
-        )
+        e, x, bf, fl, re, rx = _run_cells(r, c)
         a(
             f"| {i + 1} | {_med(r.per_second):,.0f} | {_ms(bf.p50)} / {_ms(bf.p99)} "
             f"| {e.n}: {_ms(e.p50)} / {_ms(e.p99)} | {x.n}: {_ms(x.p50)} / {_ms(x.p99)} | {fl} | {re} | {rx} |"

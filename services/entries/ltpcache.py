@@ -10,7 +10,7 @@ than the signal (event time), never from the signal's future.
 
 from __future__ import annotations
 
-NS_PER_MS = 1_000_000
+from shared.types import NS_PER_MS
 
 
 class RestLtpCache:
